@@ -1,0 +1,136 @@
+"""Scaled weight-standardised 2-D convolution (`WSConv2D`)."""
+
+import math
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="nfnet_keras")
+class WSConv2D(keras.layers.Layer):
+    """2-D convolution with scaled weight standardisation, as in DeepMind's NFNets.
+
+    Each output channel's kernel is standardised over (kh, kw, in/groups) with
+    the population variance, then scaled by a learnable gain:
+
+        W_hat = (W - mean) * gain / sqrt(max(fan_in * var, eps))
+
+    `eps` (1e-4) is a floor under `fan_in * var`, not a term added to the
+    variance.  The standardisation is recomputed at every call from the raw
+    kernel, always in float32 (also under `mixed_bfloat16`/`mixed_float16`),
+    and a bias is always added.  Padding is TensorFlow's "SAME" (the extra pixel
+    of an even input at stride 2 goes bottom/right).
+
+    Keras' `Conv2D` is not reused: its kernel is autocast to the compute dtype
+    inside `call`, and it has no gain or standardisation hook.
+
+    Args:
+        filters: number of output channels.
+        kernel_size: int or (kh, kw).
+        strides: int or (sh, sw).
+        groups: number of channel groups (grouped convolution).
+        eps: floor under `fan_in * var`.
+        kernel_initializer, bias_initializer, gain_initializer: initialisers.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        groups=1,
+        eps=1e-4,
+        kernel_initializer=None,
+        bias_initializer="zeros",
+        gain_initializer="ones",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.strides = _pair(strides, "strides")
+        self.groups = int(groups)
+        if self.groups < 1 or self.filters % self.groups:
+            raise ValueError(f"filters={filters} must be a positive multiple of groups={groups}")
+        self.eps = float(eps)
+        # DeepMind: VarianceScaling(1.0, 'fan_in', 'normal') = plain normal, std 1/sqrt(fan_in).
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer
+            or keras.initializers.VarianceScaling(1.0, "fan_in", "untruncated_normal")
+        )
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.gain_initializer = keras.initializers.get(gain_initializer)
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1]
+        if in_channels is None:
+            raise ValueError(f"{self.name}: the channel dimension of the input must be known")
+        if in_channels % self.groups:
+            raise ValueError(
+                f"{self.name}: input channels {in_channels} are not divisible by groups={self.groups}"
+            )
+        kernel_shape = self.kernel_size + (in_channels // self.groups, self.filters)
+        # autocast=False: the standardisation reads the float32 master weights.
+        self.kernel = self.add_weight(
+            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer, autocast=False
+        )
+        self.gain = self.add_weight(
+            name="gain", shape=(self.filters,), initializer=self.gain_initializer, autocast=False
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
+
+    @property
+    def fan_in(self):
+        return math.prod(self.kernel_size) * (self.kernel.shape[2])
+
+    def standardized_kernel(self):
+        """The float32 kernel `W_hat` the convolution uses (what export folds in)."""
+        kernel = ops.convert_to_tensor(self.kernel)
+        kernel = ops.cast(kernel, "float32")
+        mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
+        var = ops.var(kernel, axis=(0, 1, 2), keepdims=True)
+        scale = ops.rsqrt(ops.maximum(var * self.fan_in, self.eps)) * ops.cast(self.gain, "float32")
+        return kernel * scale - mean * scale
+
+    def call(self, inputs):
+        kernel = ops.cast(self.standardized_kernel(), self.compute_dtype)
+        outputs = ops.conv(inputs, kernel, strides=self.strides, padding="same")
+        return outputs + self.bias
+
+    def compute_output_shape(self, input_shape):
+        spatial = [
+            None if size is None else -(-size // stride)
+            for size, stride in zip(input_shape[1:3], self.strides)
+        ]
+        return (input_shape[0], *spatial, self.filters)
+
+    def count_macs(self, height, width):
+        """Multiply-accumulates for one image of `height` x `width` input pixels."""
+        out_h, out_w = -(-height // self.strides[0]), -(-width // self.strides[1])
+        macs = out_h * out_w * self.filters * self.fan_in
+        return macs, (out_h, out_w)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "groups": self.groups,
+                "eps": self.eps,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "gain_initializer": keras.initializers.serialize(self.gain_initializer),
+            }
+        )
+        return config
+
+
+def _pair(value, name):
+    if isinstance(value, int):
+        return (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise ValueError(f"{name} must be an int or a pair, got {value}")
+    return value

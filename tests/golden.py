@@ -1,0 +1,58 @@
+"""Deterministic NFNet-F0 parameters for the golden-logit tests.
+
+`tests/data/golden_F0_seed0.npz` holds DeepMind's Haiku NFNet-F0 outputs for the
+parameters built here from `tests/data/spec_F0.json` (the checkpoint tree: module,
+param, shape) and a seed: triple i draws from `np.random.default_rng([seed, i])`;
+`w` ~ N(0, 1/fan_in), `gain` ~ 1 + 0.2 N, `bias`/`b` ~ 0.1 N, `skip_gain` ~ 0.3 + 0.1 N,
+all float32 and all moved off their inits (a zero skip gain would hide block bugs).
+"""
+
+import json
+import os
+import pickle
+
+import numpy as np
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+GOLDEN = os.path.join(DATA, "golden_F0_seed0.npz")
+SPEC = os.path.join(DATA, "spec_F0.json")
+
+
+def golden_params(seed=0):
+    """`{module: {param: float32 ndarray}}` in DeepMind's checkpoint naming."""
+    with open(SPEC) as handle:
+        spec = json.load(handle)
+    params = {}
+    for i, (module, name, shape) in enumerate(spec):
+        rng = np.random.default_rng([seed, i])
+        shape = tuple(shape)
+        normal = rng.standard_normal(shape)
+        if name == "w":
+            value = normal / np.sqrt(int(np.prod(shape[:-1])))
+        elif name == "gain":
+            value = 1.0 + 0.2 * normal
+        elif name in ("bias", "b"):
+            value = 0.1 * normal
+        elif name == "skip_gain":
+            value = 0.3 + 0.1 * normal
+        else:
+            raise ValueError(f"unknown parameter {module}/{name}")
+        params.setdefault(module, {})[name] = value.astype(np.float32)
+    return params
+
+
+def write_golden_checkpoint(path, seed=0):
+    """Writes the plain-dict pickle form of the published checkpoint."""
+    with open(path, "wb") as handle:
+        pickle.dump(golden_params(seed), handle, protocol=4)
+    return path
+
+
+def golden_outputs():
+    return dict(np.load(GOLDEN))
+
+
+def relative_error(actual, expected):
+    """max |actual - expected| / max |expected| (a norm-wise relative error)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
