@@ -2,6 +2,7 @@
 
 from nfnet_keras import layers, variants
 from nfnet_keras.flops import count_macs
+from nfnet_keras.imagenet import decode_predictions, imagenet_class_names
 from nfnet_keras.model import (
     NFNet,
     NFNetF0,
@@ -21,5 +22,6 @@ from nfnet_keras.model import (
     NFNetF7,
     NFNetF7Plus,
 )
+from nfnet_keras.preprocessing import eval_transform, load_image, prepare_images, preprocess_input
 
 __version__ = "0.1.0"

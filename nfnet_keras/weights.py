@@ -121,7 +121,10 @@ def timm_to_keras(state):
             value = value.reshape(value.shape[0], value.shape[1]).T
         elif kind == "dense":
             value = value.T
-        flat[new_key] = np.ascontiguousarray(value)
+        elif kind == "scalar":
+            value = value.reshape(())
+        # np.array, not np.ascontiguousarray: the latter turns 0-d skip gains into shape (1,).
+        flat[new_key] = np.array(value, order="C")
     if unknown:
         raise WeightsMismatchError(
             f"{len(unknown)} entries are not timm dm_nfnet parameters: " + ", ".join(sorted(unknown)[:20])
@@ -322,24 +325,26 @@ def _load_keras_file(model, path, include_top, rebuild):
 
 
 def _keras_file_classes(path):
-    """Number of classes of the classifier stored in a Keras weights file, if any."""
-    import h5py  # noqa: PLC0415
+    """Number of classes of the classifier stored in a Keras weights file, if any.
+
+    Keras 3 stores top-level layers under `layers/<class-based name>/vars/<i>`;
+    the classifier is the model's only top-level `Dense` (SE linears are nested
+    in their blocks).
+    """
+    import io  # noqa: PLC0415
     import zipfile  # noqa: PLC0415
 
-    def search(group):
-        found = []
+    import h5py  # noqa: PLC0415
 
-        def visit(name, obj):
-            if "predictions" in name and isinstance(obj, h5py.Dataset) and len(obj.shape) == 2:
-                found.append(obj.shape[1])
-
-        group.visititems(visit)
-        return found[0] if found else None
+    def search(h5):
+        for name, group in h5.get("layers", {}).items():
+            kernel = group.get("vars/0") if name.startswith("dense") else None
+            if kernel is not None and len(kernel.shape) == 2:
+                return int(kernel.shape[1])
+        return None
 
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as handle:
-            import io  # noqa: PLC0415
-
             with h5py.File(io.BytesIO(handle.read()), "r") as h5:
                 return search(h5)
     with h5py.File(path, "r") as h5:

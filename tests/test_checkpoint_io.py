@@ -5,9 +5,7 @@ import json
 import os
 import pickle
 import sys
-import types
 import zipfile
-from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -70,44 +68,6 @@ class _Payload:
 
     def __reduce__(self):
         return self.func, self.args
-
-
-@pytest.fixture
-def fake_haiku(monkeypatch):
-    """Installs a stand-in ``haiku._src.data_structures.FlatMapping`` in sys.modules.
-
-    Like the 2021 Haiku class, it pickles as a call of the class on a plain
-    dict of its children. The modules are removed again when the test ends.
-    """
-
-    class FlatMapping(Mapping):
-        def __init__(self, mapping):
-            self._mapping = dict(mapping)
-
-        def __getitem__(self, key):
-            return self._mapping[key]
-
-        def __iter__(self):
-            return iter(self._mapping)
-
-        def __len__(self):
-            return len(self._mapping)
-
-        def __reduce__(self):
-            return FlatMapping, (self._mapping,)
-
-    FlatMapping.__module__ = "haiku._src.data_structures"
-    FlatMapping.__qualname__ = "FlatMapping"
-    haiku = types.ModuleType("haiku")
-    src = types.ModuleType("haiku._src")
-    data_structures = types.ModuleType("haiku._src.data_structures")
-    data_structures.FlatMapping = FlatMapping
-    haiku._src = src
-    src.data_structures = data_structures
-    monkeypatch.setitem(sys.modules, "haiku", haiku)
-    monkeypatch.setitem(sys.modules, "haiku._src", src)
-    monkeypatch.setitem(sys.modules, "haiku._src.data_structures", data_structures)
-    return FlatMapping
 
 
 def _uninstall_fake_haiku():
