@@ -447,6 +447,17 @@ def test_squeeze_excite_hidden_relu_is_plain_not_gamma_scaled(rng):
     np.testing.assert_allclose(got, _sigmoid(np.array([1.0, 2.0, 0.0, 0.0])), rtol=1e-6)
 
 
+def test_squeeze_excite_init_matches_haiku_linear_default():
+    keras.utils.set_random_seed(0)
+    se = SqueezeExcite(512, 0.5)
+    se.build((None, None, None, 512))
+    for dense, fan_in in ((se.linear, 512), (se.linear_1, 256)):
+        w = to_np(dense.kernel) * math.sqrt(fan_in)
+        np.testing.assert_array_equal(to_np(dense.bias), 0.0)
+        assert np.abs(w).max() <= 2.0 + 1e-6
+        assert abs(w.std() - 0.87962566103423978) < 0.01
+
+
 # --------------------------------------------------------------------------------------
 # StochasticDepth
 # --------------------------------------------------------------------------------------

@@ -134,7 +134,7 @@ class NFBlock(keras.layers.Layer):
             self.conv_shortcut.build((batch, None, None, self.in_channels))
         self.squeeze_excite.build((batch, None, None, self.out_channels))
 
-    def residual_and_shortcut(self, inputs, training=False):
+    def residual_and_shortcut(self, inputs):
         """Returns `(branch, shortcut)`: the gated branch before stochastic depth and skip gain."""
         out = self.act(inputs) * ops.cast(self.beta, inputs.dtype)
         if self.pool is not None:
@@ -152,7 +152,7 @@ class NFBlock(keras.layers.Layer):
         return out, shortcut
 
     def call(self, inputs, training=False):
-        out, shortcut = self.residual_and_shortcut(inputs, training=training)
+        out, shortcut = self.residual_and_shortcut(inputs)
         if self.stochastic_depth is not None:
             out = self.stochastic_depth(out, training=training)
         out = out * ops.cast(self.skip_gain, out.dtype)

@@ -1,7 +1,13 @@
 """Squeeze-and-excite gate of the NFNet block."""
 
+import math
+
 import keras
 from keras import ops
+
+
+def _haiku_linear_init(fan_in):
+    return keras.initializers.TruncatedNormal(stddev=1.0 / math.sqrt(fan_in))
 
 
 @keras.saving.register_keras_serializable(package="nfnet_keras")
@@ -24,9 +30,14 @@ class SqueezeExcite(keras.layers.Layer):
         self.channels = int(channels)
         self.se_ratio = float(se_ratio)
         self.hidden = max(1, int(self.channels * self.se_ratio))
-        init = keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
-        self.linear = keras.layers.Dense(self.hidden, kernel_initializer=init, name="linear")
-        self.linear_1 = keras.layers.Dense(self.channels, kernel_initializer=init, name="linear_1")
+        # Haiku's default Linear init: a normal with std 1/sqrt(fan_in) truncated at
+        # two std (Keras' VarianceScaling would rescale it to keep that std).
+        self.linear = keras.layers.Dense(
+            self.hidden, kernel_initializer=_haiku_linear_init(self.channels), name="linear"
+        )
+        self.linear_1 = keras.layers.Dense(
+            self.channels, kernel_initializer=_haiku_linear_init(self.hidden), name="linear_1"
+        )
 
     def build(self, input_shape):
         self.linear.build((input_shape[0], self.channels))
