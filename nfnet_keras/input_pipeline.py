@@ -156,6 +156,7 @@ def make_train_dataset(
     manual_dir=None,
     skip_corrupt=False,
     verify=True,
+    start_step=0,
 ):
     """The NFNet training pipeline: an infinite dataset of ``(images, soft labels)``.
 
@@ -187,6 +188,10 @@ def make_train_dataset(
         shuffle_buffer: default: the whole shard for in-memory and folder
             sources, 10,000 for TFDS.
         data_dir, manual_dir, skip_corrupt, verify: passed to ``load_source``.
+        start_step: the first batch to produce: batch ``k`` of a stream started at
+            ``start_step=j`` equals batch ``j + k`` of a stream started at 0 (every
+            random draw is keyed by the example's position, and the skip happens on
+            the raw, undecoded examples, so resuming costs no augmentation work).
 
     Returns:
         A repeated ``tf.data.Dataset`` of ``(float32 (B, S, S, 3), float32 (B, C))``
@@ -218,7 +223,11 @@ def make_train_dataset(
         shuffle_buffer=shuffle_buffer,
         repeat=True,
     )
-    ds = ds.enumerate()
+    start_step = int(start_step)
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    per_step = (2 if mixup_cutmix else 1) * local_batch
+    ds = ds.enumerate().skip(start_step * per_step)
 
     def prepare(count, example):
         raw, label = example
@@ -262,7 +271,7 @@ def make_train_dataset(
             )
             return augment.normalize(image), labels
 
-        ds = ds.enumerate().map(rand_augment, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = ds.enumerate(start=start_step * local_batch).map(rand_augment, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         ds = ds.batch(local_batch, drop_remainder=True)
     else:
         ds = ds.batch(local_batch, drop_remainder=True)

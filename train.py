@@ -1,0 +1,119 @@
+"""Train an NFNet with the paper's recipe.
+
+With no flags: trains the small `micro` NFNet on the CIFAR-10 sample bundled with the
+package (offline, a few minutes on a 2-core CPU), evaluates the raw and the EMA
+weights, and writes the model, EMA weights, results.json, history.csv and TensorBoard
+logs to runs/default/.
+
+    python train.py
+    python train.py --preset paper --manual_dir ~/imagenet            # ImageNet, F0, the paper's values
+    python train.py --variant F0 --weights imagenet --dataset folder:/data/flowers \
+        --train_image_size 192 --eval_image_size 256 --epochs 10 --learning_rate 0.01
+
+Killing the process and running the same command again resumes from the last
+checkpoint (model, optimizer and EMA state, step and data position) and ends with
+the same weights as an uninterrupted run.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+_NAMES = []
+
+
+def _define(kind, name, default, help_text, enum_values=None):
+    if kind == "enum":
+        flags.DEFINE_enum(name, default, enum_values, help_text)
+    else:
+        getattr(flags, f"DEFINE_{kind}")(name, default, help_text)
+    _NAMES.append(name)
+
+
+_define("string", "variant", "micro", "F0..F7, F0+..F7+, or a small configuration: nano, micro.")
+_define(
+    "string",
+    "dataset",
+    "cifar10_sample",
+    "cifar10_sample (bundled), tfds:NAME (e.g. tfds:imagenet2012 with --manual_dir), "
+    "folder:PATH (class/*.jpg, or train/ and val/ subfolders), or an .npz of JPEG bytes.",
+)
+_define("string", "data_dir", None, "TFDS data directory.")
+_define("string", "manual_dir", None, "TFDS manual_dir (imagenet2012: the ILSVRC2012 tar files).")
+_define("integer", "global_batch_size", 64, "Batch size summed over all devices and hosts.")
+_define("integer", "epochs", 12, "Training epochs (ignored when --steps is set).")
+_define("integer", "steps", None, "Training steps (overrides --epochs).")
+_define("float", "learning_rate", 0.1, "Learning rate per 256 images: peak lr = this * global_batch_size / 256.")
+_define("float", "warmup_epochs", 5.0, "Linear warmup from 0 over this many epochs, then cosine decay to 0.")
+_define("float", "clipping", 0.01, "Adaptive gradient clipping threshold (0 disables AGC).")
+_define("float", "weight_decay", 2e-5, "Coupled L2 weight decay (none on gains, biases and skip gains).")
+_define("float", "label_smoothing", 0.1, "Label smoothing, applied after MixUp/CutMix.")
+_define("float", "ema_decay", 0.99999, "Weight EMA decay (with the warm-up min(decay, (1+t)/(10+t))); 0: no EMA.")
+_define("float", "sam_rho", 0.0, "Sharpness-aware minimisation radius (0: off; the paper used SAM for F6).")
+_define("float", "stochdepth_rate", 0.25, "Stochastic-depth rate of the last block (block i of N: rate*i/N).")
+_define("float", "drop_rate", None, "Dropout before the classifier (default: the variant's).")
+_define("enum", "mixed_precision", "none", "Mixed precision: none, bf16 or fp16 (GPU).", enum_values=["none", "bf16", "fp16"])
+_define("enum", "backend", None, "Keras backend (default: $KERAS_BACKEND or tensorflow).", enum_values=["tensorflow", "jax"])
+_define("string", "tpu", None, "TPU name or address for TPUStrategy (TF backend; untested, see README).")
+_define("string", "model_dir", "runs/default", "Where checkpoints, logs and the final model go.")
+_define("integer", "seed", 0, "Seed for initialisation, data order and augmentation.")
+_define("integer", "train_image_size", None, "Training resolution (default: the variant's train size).")
+_define("integer", "eval_image_size", None, "Evaluation resolution (default: the variant's test size).")
+_define("enum", "preset", None, "paper: the paper's ImageNet values for every flag not given.", enum_values=["paper"])
+_define("string", "weights", None, "Initial weights, 'imagenet' or a path, for fine-tuning (the classifier is new).")
+_define("integer", "checkpoint_every", None, "Steps between checkpoints (default: one epoch, at most 1000).")
+_define("integer", "eval_batch_size", None, "Evaluation batch size (default: --global_batch_size).")
+_define("boolean", "randaugment", True, "RandAugment with the variant's (layers, magnitude).")
+_define("boolean", "mixup_cutmix", True, "MixUp on half of each batch and CutMix on the other half.")
+_define("boolean", "skip_corrupt", False, "Skip undecodable images (and report the count) instead of failing.")
+_define("integer", "verbose", 1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per checkpoint.")
+
+# The paper's ImageNet recipe (DeepMind's experiment_nfnets.get_config).
+PAPER_PRESET = {
+    "variant": "F0",
+    "dataset": "tfds:imagenet2012",
+    "global_batch_size": 4096,
+    "epochs": 360,
+    "learning_rate": 0.1,
+    "warmup_epochs": 5.0,
+    "clipping": 0.01,
+    "weight_decay": 2e-5,
+    "label_smoothing": 0.1,
+    "ema_decay": 0.99999,
+    "stochdepth_rate": 0.25,
+    "mixed_precision": "bf16",
+}
+
+
+def resolve_settings():
+    """Explicit flags, then the preset's values, then the flag defaults."""
+    settings = {name: FLAGS[name].value for name in _NAMES}
+    if settings["preset"] == "paper":
+        for key, value in PAPER_PRESET.items():
+            if not FLAGS[key].present:
+                settings[key] = value
+        if settings["variant"] == "F6" and not FLAGS["sam_rho"].present:
+            settings["sam_rho"] = 0.05  # DeepMind's F6 checkpoint was trained with SAM
+    return settings
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    settings = resolve_settings()
+    if settings["backend"]:
+        os.environ["KERAS_BACKEND"] = settings["backend"]
+    from nfnet_keras import train_lib  # noqa: PLC0415  (after KERAS_BACKEND is set)
+
+    try:
+        train_lib.run(settings)
+    except ValueError as error:  # bad input: unknown variant/dataset, a different run, NaN loss...
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: sys.exit(main(argv)))
