@@ -274,7 +274,7 @@ def inception_crop(image, image_size, seed, **window_kwargs):
     """Crop ``image`` (HWC) to a window from :func:`inception_crop_window`."""
     image = tf.convert_to_tensor(image)
     window = inception_crop_window(tf.shape(image), image_size, seed, **window_kwargs)
-    return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], -1])
+    return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
 
 
 def train_transform(image, image_size, seed, random_crop=True, random_flip=True):
@@ -700,6 +700,45 @@ def apply_randaugment_op(
     return cutout(image, arg, seed, replace)
 
 
+@functools.lru_cache(maxsize=64)
+def _randaugment_layer_fn(ops, magnitude, translate_const, cutout_const, replace, dm_quirks):
+    """One RandAugment layer as a ``tf.function``: ``tf.switch_case`` over ``ops``.
+
+    Traced once per configuration and shared by all layers (and pipelines), so
+    a graph with N layers holds the 16 op branches once instead of N times,
+    which makes building and optimising the ``tf.data`` graph much faster.
+    """
+
+    @tf.function(
+        autograph=False,
+        input_signature=[
+            tf.TensorSpec([None, None, 3], tf.uint8),
+            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.bool),
+            tf.TensorSpec([2], tf.int64),
+        ],
+    )
+    def layer(image, op_index, negate, seed):
+        branches = [
+            functools.partial(
+                apply_randaugment_op,
+                image,
+                name,
+                magnitude,
+                seed=seed,
+                negate=negate,
+                translate_const=translate_const,
+                cutout_const=cutout_const,
+                replace=replace,
+                dm_quirks=dm_quirks,
+            )
+            for name in ops
+        ]
+        return tf.switch_case(op_index, branches)
+
+    return layer
+
+
 def sample_randaugment_layers(num_layers, seed, num_ops=len(RANDAUGMENT_OPS)):
     """The random choices of :func:`randaugment` for one image, layer by layer.
 
@@ -758,24 +797,11 @@ def randaugment(
     if input_dtype != tf.uint8:
         image = tf.cast(tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0), tf.uint8)
     static_shape = image.shape
-    choices = sample_randaugment_layers(int(num_layers), seed, len(ops))
-    for op_index, negate, arg_seed in choices:
-        branches = [
-            functools.partial(
-                apply_randaugment_op,
-                image,
-                name,
-                magnitude,
-                seed=arg_seed,
-                negate=negate,
-                translate_const=translate_const,
-                cutout_const=cutout_const,
-                replace=replace,
-                dm_quirks=dm_quirks,
-            )
-            for name in ops
-        ]
-        image = tf.switch_case(op_index, branches)
+    layer_fn = _randaugment_layer_fn(
+        tuple(ops), float(magnitude), float(translate_const), float(cutout_const), int(replace), bool(dm_quirks)
+    )
+    for op_index, negate, arg_seed in sample_randaugment_layers(int(num_layers), seed, len(ops)):
+        image = layer_fn(image, op_index, negate, arg_seed)
         image.set_shape(static_shape)
     if input_dtype != tf.uint8:
         image = tf.cast(image, input_dtype)

@@ -138,9 +138,10 @@ def save_ema_weights(model, filepath, target=None, optimizer=None, overwrite=Tru
             target.save_weights(filepath, overwrite=overwrite)
 
 
-@keras.saving.register_keras_serializable(package="nfnet_keras")
 class EMAEvaluation(keras.callbacks.Callback):
     """Evaluates with the EMA weights at the end of epochs; logs `val_ema_*`.
+
+    (Not registered for serialisation: it holds the validation data.)
 
     At each `frequency`-th epoch end: swap the EMA weights in, run
     `model.evaluate(validation_data)`, swap the raw weights back, and add the
@@ -223,6 +224,15 @@ class EMACheckpoint(keras.callbacks.Callback):
         self.frequency = int(frequency)
         self.target = target
         self.last_filepath = None
+
+    def get_config(self):
+        """Config (`filepath`, `frequency`); a custom `target` is not serialised."""
+        return {"filepath": self.filepath, "frequency": self.frequency}
+
+    @classmethod
+    def from_config(cls, config):
+        """Inverse of `get_config`."""
+        return cls(**config)
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.frequency:

@@ -82,6 +82,27 @@ def _variable_path(variable):
     return path
 
 
+def _read(variable):
+    """The current value of `variable` as a tensor that later assignments do not change.
+
+    (On TF `ops.convert_to_tensor(tf_variable)` returns the variable itself,
+    whose later reads would see the update.)
+    """
+    return ops.copy(ops.convert_to_tensor(variable))
+
+
+def _densify(gradient, shape):
+    """Dense tensor from a sparse row gradient (TF `IndexedSlices` of an Embedding).
+
+    AGC needs whole units (columns), so sparse gradients of clipped variables
+    are scattered into a dense tensor (duplicate rows are summed).
+    """
+    if type(gradient).__name__ != "IndexedSlices":
+        return gradient
+    indices = ops.expand_dims(ops.cast(gradient.indices, "int32"), -1)
+    return ops.scatter(indices, gradient.values, shape)
+
+
 def _as_patterns(patterns):
     if patterns is None:
         return ()
@@ -177,10 +198,12 @@ class AGCMixin:
     def update_step(self, gradient, variable, learning_rate):
         """AGC on the reduced gradient, the wrapped update, then the EMA update."""
         index = self._get_variable_index(variable)
+        if self._agc_flags[index]:
+            gradient = _densify(gradient, tuple(variable.shape))
         gradient = ops.cast(gradient, variable.dtype)
         param_before = None
         if self._ema_variables is not None:
-            param_before = ops.convert_to_tensor(variable)
+            param_before = _read(variable)
         if self._agc_flags[index]:
             gradient, trigger = _clip_one(gradient, variable, self.clipping, self.eps)
             count = ops.sum(ops.cast(trigger, "float32"))
@@ -383,7 +406,9 @@ class NFNetSGD(AGCMixin, keras.optimizers.Optimizer):
         decay_exclude: regexes searched in variable paths; matches get no decay.
         clipping, eps, agc_exclude, ema_decay: see `AGCMixin`.
         **kwargs: Keras optimizer base arguments (`name`, `clipnorm`,
-            `loss_scale_factor`, `gradient_accumulation_steps`, ...).
+            `loss_scale_factor`, `gradient_accumulation_steps`, ...).  Note
+            that Keras' `clipnorm`/`clipvalue`/`global_clipnorm` run in
+            `_clip_gradients`, i.e. per replica before the all-reduce on TF.
     """
 
     def __init__(

@@ -91,20 +91,25 @@ def run(settings):
     # ---- data -----------------------------------------------------------------------
     randaugment = config["randaugment"] if settings["randaugment"] else None
     scale = train_size / 224.0  # DeepMind's RandAugment pixel constants are sized for 224 px
-    train_ds = input_pipeline.make_train_dataset(
-        source,
-        settings["global_batch_size"],
-        train_size,
-        randaugment=randaugment,
-        seed=settings["seed"],
-        num_hosts=engine.num_hosts,
-        host_index=engine.process_index,
-        mixup_cutmix=settings["mixup_cutmix"],
-        translate_const=min(100, round(100 * scale)),
-        cutout_const=min(40, round(40 * scale)),
-        start_step=start_step,
-        verify=False,
-    )
+    def train_dataset(first_step):
+        return input_pipeline.make_train_dataset(
+            source,
+            settings["global_batch_size"],
+            train_size,
+            randaugment=randaugment,
+            seed=settings["seed"],
+            num_hosts=engine.num_hosts,
+            host_index=engine.process_index,
+            mixup_cutmix=settings["mixup_cutmix"],
+            translate_const=min(100, round(100 * scale)),
+            cutout_const=min(40, round(40 * scale)),
+            start_step=first_step,
+            verify=False,
+        )
+
+    # A tf.data dataset reshuffles for every new iterator, so the one `fit` reads is
+    # never iterated anywhere else: a resumed run then sees exactly the same stream.
+    train_ds = train_dataset(start_step)
     eval_ds = input_pipeline.make_eval_dataset(
         source,
         settings["eval_batch_size"] or settings["global_batch_size"],
@@ -158,7 +163,7 @@ def run(settings):
         f"{total_steps} steps, checkpoint every {chunk}."
     )
     if engine.is_chief and start_step == 0:
-        log_augmented_images(train_ds, os.path.join(model_dir, "tensorboard"))
+        log_augmented_images(train_dataset(0), os.path.join(model_dir, "tensorboard"))
 
     timer = Throughput(chunk * settings["global_batch_size"])
     callbacks = [keras.callbacks.TerminateOnNaN(), timer, LogOptimizer()]
@@ -254,8 +259,12 @@ def state_variables(trainer):
 def restore_state(trainer, path):
     arrays = checkpoint_io.read_npz(path)
     variables = state_variables(trainer)
-    if len(variables) != int(arrays["count"]):
-        raise RunError(f"{path} holds {int(arrays['count'])} variables, the model {len(variables)}: a different run")
+    paths = [v.path for v in variables]
+    if len(variables) != int(arrays["count"]) or list(arrays["paths"]) != paths:
+        raise RunError(
+            f"{path} holds {int(arrays['count'])} variables, the model {len(variables)}, or their names differ: "
+            "it belongs to a different run"
+        )
     for i, variable in enumerate(variables):
         value = arrays[f"v{i}"]
         if tuple(value.shape) != tuple(variable.shape):
@@ -285,7 +294,10 @@ class Checkpoint(keras.callbacks.Callback):
             return
         variables = state_variables(self.model)
         arrays = {f"v{i}": np.asarray(keras.ops.convert_to_numpy(v)) for i, v in enumerate(variables)}
+        if not all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f"):
+            return  # the weights diverged during the chunk: keep the previous checkpoint
         arrays["count"] = np.asarray(len(variables))
+        arrays["paths"] = np.asarray([v.path for v in variables])
         arrays["step"] = np.asarray((epoch + 1) * self.chunk)
         checkpoint_io.write_npz_atomic(self.path, arrays)
 

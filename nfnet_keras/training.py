@@ -32,7 +32,10 @@ Mixed precision: under `mixed_float16` the loss of both passes is multiplied
 by the loss scale (`optimizer.scale_loss`); `e` is scale invariant
 (`g / ||g||`), and a non-finite or zero norm gives `e = 0`, so an overflowed
 first pass makes the second pass produce the same non-finite gradient that
-`LossScaleOptimizer` then skips. `mixed_bfloat16` needs no scaling;
+`LossScaleOptimizer` then skips. (The norm of the loss-scaled `g1` is
+taken in float32; it would overflow only for gradients around 1e5 times the
+usual size at scale 2**15, and then that step has `e = 0`.)
+`mixed_bfloat16` needs no scaling;
 variables, gradients and `e` stay float32.
 
 Randomness (dropout, stochastic depth): the second pass reuses the

@@ -89,6 +89,45 @@ def _replica_spread(variables):
     return spread
 
 
+def _components(variable):
+    """Numpy values of every replica copy of a (possibly mirrored) variable."""
+    value = getattr(variable, "value", variable)
+    components = getattr(value, "values", None)
+    if components is None:
+        return [keras.ops.convert_to_numpy(variable)]
+    return [c.numpy() for c in components]
+
+
+def _check_swap(model, optimizer):
+    """swap_average_weights under the strategy: swapped on every replica, then restored."""
+    weights = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    averages = [keras.ops.convert_to_numpy(a) for a in optimizer.average_variables]
+    optimizer.swap_average_weights(model.trainable_variables)
+    swapped = max(
+        float(np.max(np.abs(c - a)))
+        for v, a in zip(model.trainable_variables, averages)
+        for c in _components(v)
+    )
+    swapped_back = max(
+        float(np.max(np.abs(c - w)))
+        for a, w in zip(optimizer.average_variables, weights)
+        for c in _components(a)
+    )
+    optimizer.swap_average_weights(model.trainable_variables)
+    restored = max(
+        float(np.max(np.abs(c - w)))
+        for v, w in zip(model.trainable_variables, weights)
+        for c in _components(v)
+    )
+    differs = max(float(np.max(np.abs(w - a))) for w, a in zip(weights, averages))
+    return {
+        "swap_model_vs_average": swapped,
+        "swap_average_vs_model": swapped_back,
+        "swap_twice_vs_original": restored,
+        "model_vs_average": differs,
+    }
+
+
 def _num_replicas(value):
     components = getattr(getattr(value, "value", value), "values", None)
     return 1 if components is None else len(components)
@@ -117,6 +156,8 @@ def train(run, optimizer_factory, init_weights, x, y, strategy=None, distributio
             "clip_fraction": float(keras.ops.convert_to_numpy(optimizer.clip_fraction)),
             "iterations": int(keras.ops.convert_to_numpy(optimizer.iterations)),
         }
+    if optimizer.ema_decay is not None:
+        meta.update(_check_swap(model, optimizer))
     meta["replicas"] = _num_replicas(model.trainable_variables[0])
     meta["param_replica_spread"] = _replica_spread(model.trainable_variables)
     meta["optimizer_replica_spread"] = _replica_spread(optimizer.variables)
