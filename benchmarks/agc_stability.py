@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-DATA = "/work/shared/data/cifar10_jpeg/cifar10_jpeg.npz"
+DATA = os.path.join(ROOT, "..", "shared", "data", "cifar10_jpeg", "cifar10_jpeg.npz")
 MEAN = np.array([0.4914, 0.4822, 0.4465], "float32") * 255.0
 STD = np.array([0.2470, 0.2435, 0.2616], "float32") * 255.0
 

@@ -1,8 +1,17 @@
-"""nfnet-keras: Normalizer-Free Networks (NFNet-F0..F7, F0+..F7+) for Keras 3."""
+"""nfnet-keras: Normalizer-Free Networks (NFNet-F0..F7, F0+..F7+) for Keras 3.
 
-from nfnet_keras import layers, variants
+Models (`NFNet`, `NFNetF0` ... `NFNetF7Plus`), layers, pretrained-weight loading,
+preprocessing, and the paper's training recipe (adaptive gradient clipping,
+`NFNetSGD`, warmup-cosine schedule, EMA, SAM trainer, distribution engines).
+The tf.data input pipeline (`nfnet_keras.input_pipeline`, `augment`,
+`datasets`) is imported on demand, since it needs TensorFlow.
+"""
+
+from nfnet_keras import agc, layers, losses, optimizers, schedules, variants
+from nfnet_keras.agc import adaptive_clip_gradients, unitwise_norm
 from nfnet_keras.flops import count_macs
 from nfnet_keras.imagenet import decode_predictions, imagenet_class_names
+from nfnet_keras.losses import NFNetCrossEntropy
 from nfnet_keras.model import (
     NFNet,
     NFNetF0,
@@ -22,6 +31,9 @@ from nfnet_keras.model import (
     NFNetF7,
     NFNetF7Plus,
 )
+from nfnet_keras.optimizers import AGCAdamW, AGCSGD, NFNetSGD, with_agc
 from nfnet_keras.preprocessing import eval_transform, load_image, prepare_images, preprocess_input
+from nfnet_keras.schedules import WarmupCosineDecay
+from nfnet_keras.training import NFNetTrainer
 
 __version__ = "0.1.0"

@@ -277,18 +277,19 @@ def inception_crop(image, image_size, seed, **window_kwargs):
     return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
 
 
-def train_transform(image, image_size, seed, random_crop=True, random_flip=True):
+def train_transform(image, image_size, seed, random_crop=True, random_flip=True, crop_area_range=(0.08, 1.0)):
     """Inception crop, horizontal flip and bicubic resize of one HWC image.
 
     Returns float32 ``(S_h, S_w, 3)`` on the 0..255 scale, unclamped (bicubic
     overshoots), not normalised: DeepMind's training ``_preprocess_image``.
     With ``random_crop=False`` the whole image is squash-resized.
+    ``crop_area_range`` is the Inception crop's area range (DeepMind: 0.08-1).
     """
     size = _pair(image_size)
     crop_seed, flip_seed = tf.unstack(_split(seed, 2))
     image = tf.convert_to_tensor(image)
     if random_crop:
-        image = inception_crop(image, size, crop_seed)
+        image = inception_crop(image, size, crop_seed, area_range=tuple(crop_area_range))
     if random_flip:
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     image = tf.image.resize(image, size, method="bicubic", antialias=False)

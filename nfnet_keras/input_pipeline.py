@@ -148,6 +148,7 @@ def make_train_dataset(
     mixup_alpha=0.2,
     random_crop=True,
     random_flip=True,
+    crop_area_range=(0.08, 1.0),
     translate_const=augment.TRANSLATE_CONST,
     cutout_const=augment.CUTOUT_CONST,
     dm_quirks=True,
@@ -181,6 +182,7 @@ def make_train_dataset(
         mixup_alpha: MixUp Beta parameter (DeepMind: 0.2).
         random_crop, random_flip: the Inception crop and the horizontal flip;
             with ``random_crop=False`` the whole image is squash-resized.
+        crop_area_range: area range of the Inception crop (DeepMind: 0.08-1).
         translate_const, cutout_const: RandAugment pixel constants at
             magnitude 10 (DeepMind: 100 and 40, sized for 224 px images).
         dm_quirks: reproduce DeepMind's Solarize/Contrast uint8 behaviour
@@ -233,7 +235,9 @@ def make_train_dataset(
         raw, label = example
         key = tf.random.experimental.stateless_fold_in(example_key, count)
         transform_key, mixup_key, box_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
-        image = augment.train_transform(src.decode(raw), size, transform_key, random_crop, random_flip)
+        image = augment.train_transform(
+            src.decode(raw), size, transform_key, random_crop, random_flip, crop_area_range
+        )
         out = {"images": image, "labels": tf.one_hot(label, classes, dtype=tf.float32)}
         if mixup_cutmix:
             out["mixup_ratio"] = augment.sample_mixup_ratio(mixup_key, mixup_alpha)

@@ -36,7 +36,7 @@ RUN_KEYS = (
     "variant", "dataset", "global_batch_size", "epochs", "steps", "learning_rate", "warmup_epochs",
     "clipping", "weight_decay", "label_smoothing", "ema_decay", "sam_rho", "stochdepth_rate", "drop_rate",
     "mixed_precision", "seed", "train_image_size", "eval_image_size", "weights", "checkpoint_every",
-    "randaugment", "mixup_cutmix",
+    "randaugment", "mixup_cutmix", "crop_area_min",
 )  # fmt: skip
 
 
@@ -48,14 +48,21 @@ def run(settings):
     """Trains, evaluates and saves; returns the results dict (also written as results.json)."""
     started = time.time()
     backend = keras.backend.backend()
+    devices = None
     if backend == "jax":
         tf.config.set_visible_devices([], "GPU")  # tf.data only: leave the accelerators to JAX
+    elif settings.get("cpu_devices"):
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * settings["cpu_devices"]
+        )
+        devices = [f"/cpu:{i}" for i in range(settings["cpu_devices"])]
 
     # ---- everything that can be wrong is checked before training starts -------------
     config = variants.get_config(settings["variant"])
     train_size = settings["train_image_size"] or config["train_imsize"]
     eval_size = settings["eval_image_size"] or config["test_imsize"]
-    engine = distribution.get_distribution(backend=backend, tpu=settings["tpu"])
+    engine = distribution.get_distribution(backend=backend, tpu=settings["tpu"], devices=devices)
     engine.check_batch_size(settings["global_batch_size"])
     source = datasets.load_source(
         settings["dataset"],
@@ -101,6 +108,7 @@ def run(settings):
             num_hosts=engine.num_hosts,
             host_index=engine.process_index,
             mixup_cutmix=settings["mixup_cutmix"],
+            crop_area_range=(settings["crop_area_min"], 1.0),
             translate_const=min(100, round(100 * scale)),
             cutout_const=min(40, round(40 * scale)),
             start_step=first_step,
@@ -116,6 +124,7 @@ def run(settings):
         eval_size,
         num_hosts=engine.num_hosts,
         host_index=engine.process_index,
+        crop_padding=config["eval_padding"],
         verify=False,
     )
 

@@ -27,6 +27,8 @@ BASE_CONFIG = {
     "drop_rate": 0.2,
     "train_imsize": 192,
     "test_imsize": 256,
+    # Evaluation: squash-resize to test_imsize + eval_padding, centre crop test_imsize.
+    "eval_padding": 32,
     # RandAugment (num_layers, magnitude): DeepMind's 'cutmix_mixup_randaugment_NNN'.
     "randaugment": (4, 5),
 }
@@ -72,6 +74,7 @@ VARIANTS["nano"] = dict(
     drop_rate=0.0,
     train_imsize=32,
     test_imsize=32,
+    eval_padding=4,  # DeepMind's 32 px is sized for ImageNet; at 32 px it would keep the centre half
     randaugment=(2, 5),
 )
 VARIANTS["micro"] = dict(
@@ -83,6 +86,7 @@ VARIANTS["micro"] = dict(
     drop_rate=0.2,
     train_imsize=32,
     test_imsize=32,
+    eval_padding=4,
     randaugment=(2, 5),
 )
 
@@ -102,7 +106,7 @@ ARCH_KEYS = (
     "use_two_convs",
     "drop_rate",
 )
-CONFIG_KEYS = ARCH_KEYS + ("train_imsize", "test_imsize", "randaugment")
+CONFIG_KEYS = ARCH_KEYS + ("train_imsize", "test_imsize", "eval_padding", "randaugment")
 
 
 def canonical_name(variant):

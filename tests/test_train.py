@@ -122,3 +122,20 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     if (model_dir / "checkpoint.npz").exists():
         state = np.load(model_dir / "checkpoint.npz")
         assert all(np.isfinite(state[key]).all() for key in state.files if state[key].dtype.kind == "f")
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_two_replicas_report_the_same_metrics_as_one_device(tmp_path, backend):
+    """MirroredStrategy (TF) / DataParallel (JAX) over two CPU devices vs one device, same global batch."""
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    common = ["--stochdepth_rate=0", "--steps=4", f"--backend={backend}"]  # per-replica masks would differ
+    results = {}
+    for devices in (1, 2):
+        model_dir = tmp_path / f"{backend}_{devices}"
+        result = _train(model_dir, *common, f"--cpu_devices={devices}", env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        results[devices] = json.loads((model_dir / "results.json").read_text())
+    assert results[2]["replicas"] == 2 and results[1]["replicas"] == 1
+    assert results[2]["test_loss"] == pytest.approx(results[1]["test_loss"], rel=1e-4)
+    assert results[2]["test_accuracy"] == pytest.approx(results[1]["test_accuracy"], abs=0.002)
+    assert results[2]["ema_test_accuracy"] == pytest.approx(results[1]["ema_test_accuracy"], abs=0.002)

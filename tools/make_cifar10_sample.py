@@ -36,21 +36,12 @@ import sys
 
 import numpy as np
 
+from nfnet_keras.datasets import CIFAR10_CLASSES
+
 _REPO = pathlib.Path(__file__).resolve().parent.parent
 _DEFAULT_SOURCE = _REPO.parent / "shared" / "data" / "cifar10_jpeg" / "cifar10_jpeg.npz"
 _DEFAULT_OUTPUT = _REPO / "nfnet_keras" / "data" / "cifar10_sample.npz"
-CLASS_NAMES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
+CLASS_NAMES = CIFAR10_CLASSES
 
 
 def select_balanced(labels, per_class, rng):
