@@ -282,20 +282,33 @@ class ImageSource:
         hosts see disjoint examples. In-memory sources shuffle a permutation of
         example indices over the whole shard (the stored order is sorted by
         class, so a small buffer would not mix classes), reshuffled every
-        epoch; ``seed`` makes the order reproducible.
+        epoch; with a ``seed`` the permutation of epoch ``e`` is a stateless
+        function of ``(seed, e)``, identical in every process and for every
+        iterator, independent of TensorFlow's global seed.
         """
         split = self.resolve_split(split)
         part = self._splits[split]
         n = len(part.labels)
-        ds = tf.data.Dataset.range(n)
-        if num_shards > 1:
-            ds = ds.shard(num_shards, shard_index)
-        if shuffle:
-            local = len(range(shard_index, n, num_shards))
-            buffer = max(1, local if shuffle_buffer is None else min(int(shuffle_buffer), local))
-            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
+        local = np.arange(shard_index, n, num_shards, dtype=np.int64) if num_shards > 1 else np.arange(n)
+        if shuffle and seed is not None and shuffle_buffer is None:
+            # Epoch e is a stateless permutation keyed by (seed, e): the same order in
+            # every process, whatever the global TF seed (which `Dataset.shuffle` mixes in).
+            indices = tf.constant(local)
+            seed = int(seed)
+
+            def permutation(epoch):
+                key = tf.stack([tf.constant(seed, tf.int64), epoch])
+                return tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(indices, key))
+
+            epochs = tf.data.Dataset.range(2**62 if repeat else 1)
+            ds = epochs.flat_map(permutation)
+        else:
+            ds = tf.data.Dataset.from_tensor_slices(local)
+            if shuffle:
+                buffer = max(1, len(local) if shuffle_buffer is None else min(int(shuffle_buffer), len(local)))
+                ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+            if repeat:
+                ds = ds.repeat()
         data = tf.constant(part.data, dtype=tf.uint8 if self.kind == "pixels" else tf.string)
         labels = tf.constant(np.asarray(part.labels, np.int64))
 

@@ -115,8 +115,7 @@ def run(settings):
             verify=False,
         )
 
-    # A tf.data dataset reshuffles for every new iterator, so the one `fit` reads is
-    # never iterated anywhere else: a resumed run then sees exactly the same stream.
+    # The stream is a pure function of (seed, step): a resumed run rebuilds it at start_step.
     train_ds = train_dataset(start_step)
     eval_ds = input_pipeline.make_eval_dataset(
         source,

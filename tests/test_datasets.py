@@ -288,3 +288,16 @@ def test_tfds_unknown_or_unprepared_dataset_raises(tmp_path):
         datasets.load_source("tfds:no_such_dataset_xyz", data_dir=str(tmp_path))
     with pytest.raises(DatasetError, match="'imagenet2012' is not prepared.*manual_dir="):
         datasets.load_source("tfds:imagenet2012", data_dir=str(tmp_path))
+
+
+def test_seeded_shuffle_ignores_the_global_tensorflow_seed():
+    source = datasets.load_source("cifar10_sample", verify=False)
+
+    def first_labels():
+        ds = source.make_dataset("train", shuffle=True, seed=5, repeat=True)
+        return [int(label) for _, label in ds.take(64)]
+
+    tf.random.set_seed(1)
+    first = first_labels()
+    tf.random.set_seed(2)
+    assert first_labels() == first
