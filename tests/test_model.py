@@ -2,7 +2,7 @@
 argument rules, saving, training, and the JAX backend.
 
 Expected numbers come from shared/reference/nfnet_reference.md (sections 1.4-1.10) and
-docs/CONTRACT.md. Full-size models are built inside
+the weight-name layout in README ("Extract features"). Full-size models are built inside
 `keras.StatelessScope(initialize_variables=False)` (see `deferred_variables`) so that no
 variable memory is allocated.
 """
@@ -275,7 +275,7 @@ def test_nano_multiscale_backbone_runs_at_strides_4_8_16_32():
 
 
 # --------------------------------------------------------------------------------------
-# Weight paths (docs/CONTRACT.md)
+# Weight paths (the weight-name layout in README ("Extract features"))
 # --------------------------------------------------------------------------------------
 
 
