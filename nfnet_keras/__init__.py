@@ -10,6 +10,7 @@ The tf.data input pipeline (`nfnet_keras.input_pipeline`, `augment`,
 from nfnet_keras import agc, layers, losses, optimizers, schedules, variants
 from nfnet_keras.agc import adaptive_clip_gradients, unitwise_norm
 from nfnet_keras.flops import count_macs
+from nfnet_keras.folding import fold_weight_standardization
 from nfnet_keras.imagenet import decode_predictions, imagenet_class_names
 from nfnet_keras.losses import NFNetCrossEntropy
 from nfnet_keras.model import (

@@ -54,6 +54,7 @@ class NFBlock(keras.layers.Layer):
         use_two_convs: include conv1b (True for NFNets).
         skip_gain_init: initial skip gain (0 as in the reference).
         seed: optional seed for stochastic depth.
+        standardize: False builds the convs in their folded inference form.
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class NFBlock(keras.layers.Layer):
         use_two_convs=True,
         skip_gain_init=0.0,
         seed=None,
+        standardize=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -89,6 +91,8 @@ class NFBlock(keras.layers.Layer):
         self.use_two_convs = bool(use_two_convs)
         self.skip_gain_init = float(skip_gain_init)
         self.seed = seed
+        self.standardize = bool(standardize)
+        ws = {"standardize": self.standardize}
 
         self.mid_channels, self.groups = bottleneck_width(
             self.in_channels, self.out_channels, self.expansion, self.group_width, self.big_width
@@ -97,13 +101,15 @@ class NFBlock(keras.layers.Layer):
 
         # One activation instance serves every position: it holds no state.
         self.act = ScaledActivation(activation, name="act")
-        self.conv0 = WSConv2D(self.mid_channels, 1, name="conv0")
-        self.conv1 = WSConv2D(self.mid_channels, 3, strides=self.stride, groups=self.groups, name="conv1")
+        self.conv0 = WSConv2D(self.mid_channels, 1, name="conv0", **ws)
+        self.conv1 = WSConv2D(self.mid_channels, 3, strides=self.stride, groups=self.groups, name="conv1", **ws)
         self.conv1b = (
-            WSConv2D(self.mid_channels, 3, groups=self.groups, name="conv1b") if self.use_two_convs else None
+            WSConv2D(self.mid_channels, 3, groups=self.groups, name="conv1b", **ws) if self.use_two_convs else None
         )
-        self.conv2 = WSConv2D(self.out_channels, 1, name="conv2")
-        self.conv_shortcut = WSConv2D(self.out_channels, 1, name="conv_shortcut") if self.use_projection else None
+        self.conv2 = WSConv2D(self.out_channels, 1, name="conv2", **ws)
+        self.conv_shortcut = (
+            WSConv2D(self.out_channels, 1, name="conv_shortcut", **ws) if self.use_projection else None
+        )
         # Keras' AveragePooling2D with "same" padding divides by the number of
         # valid elements, like Haiku's avg_pool: reuse it.
         self.pool = (
@@ -162,6 +168,10 @@ class NFBlock(keras.layers.Layer):
         spatial = [None if s is None else -(-s // self.stride) for s in input_shape[1:3]]
         return (input_shape[0], *spatial, self.out_channels)
 
+    def convs(self):
+        """The block's `WSConv2D` layers (conv0, conv1, conv1b, conv2, conv_shortcut), those present."""
+        return [c for c in (self.conv0, self.conv1, self.conv1b, self.conv2, self.conv_shortcut) if c is not None]
+
     def count_macs(self, height, width):
         """Multiply-accumulates of the block's convs and SE linears for one image."""
         macs, (h, w) = self.conv0.count_macs(height, width)
@@ -193,6 +203,7 @@ class NFBlock(keras.layers.Layer):
                 "use_two_convs": self.use_two_convs,
                 "skip_gain_init": self.skip_gain_init,
                 "seed": self.seed,
+                "standardize": self.standardize,
             }
         )
         return config

@@ -24,12 +24,17 @@ class WSConv2D(keras.layers.Layer):
     Keras' `Conv2D` is not reused: its kernel is autocast to the compute dtype
     inside `call`, and it has no gain or standardisation hook.
 
+    With `standardize=False` the layer is the folded inference form: a plain
+    convolution whose `kernel` already holds `W_hat` (no gain weight, nothing
+    recomputed per call); `nfnet_keras.fold_weight_standardization` builds it.
+
     Args:
         filters: number of output channels.
         kernel_size: int or (kh, kw).
         strides: int or (sh, sw).
         groups: number of channel groups (grouped convolution).
         eps: floor under `fan_in * var`.
+        standardize: False for the folded inference form (see above).
         kernel_initializer, bias_initializer, gain_initializer: initialisers.
     """
 
@@ -40,6 +45,7 @@ class WSConv2D(keras.layers.Layer):
         strides=1,
         groups=1,
         eps=1e-4,
+        standardize=True,
         kernel_initializer=None,
         bias_initializer="zeros",
         gain_initializer="ones",
@@ -53,6 +59,7 @@ class WSConv2D(keras.layers.Layer):
         if self.groups < 1 or self.filters % self.groups:
             raise ValueError(f"filters={filters} must be a positive multiple of groups={groups}")
         self.eps = float(eps)
+        self.standardize = bool(standardize)
         # DeepMind: VarianceScaling(1.0, 'fan_in', 'normal') = plain normal, std 1/sqrt(fan_in).
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer
@@ -72,11 +79,16 @@ class WSConv2D(keras.layers.Layer):
         kernel_shape = self.kernel_size + (in_channels // self.groups, self.filters)
         # autocast=False: the standardisation reads the float32 master weights.
         self.kernel = self.add_weight(
-            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer, autocast=False
+            name="kernel",
+            shape=kernel_shape,
+            initializer=self.kernel_initializer,
+            autocast=not self.standardize,
         )
-        self.gain = self.add_weight(
-            name="gain", shape=(self.filters,), initializer=self.gain_initializer, autocast=False
-        )
+        self.gain = None
+        if self.standardize:
+            self.gain = self.add_weight(
+                name="gain", shape=(self.filters,), initializer=self.gain_initializer, autocast=False
+            )
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
 
     @property
@@ -85,6 +97,8 @@ class WSConv2D(keras.layers.Layer):
 
     def standardized_kernel(self):
         """The float32 kernel `W_hat` the convolution uses (what export folds in)."""
+        if not self.standardize:
+            return ops.cast(ops.convert_to_tensor(self.kernel), "float32")
         kernel = ops.convert_to_tensor(self.kernel)
         kernel = ops.cast(kernel, "float32")
         mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
@@ -93,6 +107,9 @@ class WSConv2D(keras.layers.Layer):
         return kernel * scale - mean * scale
 
     def call(self, inputs):
+        if not self.standardize:
+            outputs = ops.conv(inputs, self.kernel, strides=self.strides, padding="same")
+            return outputs + self.bias
         kernel = ops.cast(self.standardized_kernel(), self.compute_dtype)
         outputs = ops.conv(inputs, kernel, strides=self.strides, padding="same")
         return outputs + self.bias
@@ -119,6 +136,7 @@ class WSConv2D(keras.layers.Layer):
                 "strides": self.strides,
                 "groups": self.groups,
                 "eps": self.eps,
+                "standardize": self.standardize,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "gain_initializer": keras.initializers.serialize(self.gain_initializer),
