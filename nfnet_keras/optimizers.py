@@ -138,7 +138,7 @@ class AGCMixin:
         **kwargs: arguments of the wrapped Keras optimizer.
 
     Attributes (after `build`):
-        agc_clipped_units: float32 variable, one entry per variable: how many
+        agc_clipped_units: float32 vector, one entry per variable: how many
             units AGC rescaled at that variable's last update.
         clip_fraction: scalar tensor, the fraction of AGC units (over all
             clipped variables) rescaled at the last step.
@@ -181,9 +181,14 @@ class AGCMixin:
         self._agc_total_units = sum(
             unit_count(tuple(v.shape)) for v, flag in zip(variables, self._agc_flags) if flag
         )
-        self.agc_clipped_units = self.add_variable(
-            shape=(len(variables),), dtype="float32", name="agc_clipped_units"
-        )
+        # One scalar counter per clipped variable: each update_step writes only its
+        # own, so the per-variable updates stay independent (no shared read-modify-write).
+        self._clip_counts = [
+            self.add_variable(shape=(), dtype="float32", name=path.replace("/", "_") + "_agc_clipped")
+            if flag
+            else None
+            for path, flag in zip(paths, self._agc_flags)
+        ]
         self._ema_variables = None
         if self.ema_decay is not None:
             self._ema_variables = []
@@ -206,13 +211,7 @@ class AGCMixin:
             param_before = _read(variable)
         if self._agc_flags[index]:
             gradient, trigger = _clip_one(gradient, variable, self.clipping, self.eps)
-            count = ops.sum(ops.cast(trigger, "float32"))
-            n = len(self._agc_flags)
-            counts = self.agc_clipped_units
-            self.assign(
-                counts,
-                ops.where(ops.equal(ops.arange(n), index), count, ops.convert_to_tensor(counts)),
-            )
+            self.assign(self._clip_counts[index], ops.sum(ops.cast(trigger, "float32")))
         self._base_update_step(gradient, variable, learning_rate, index)
         if self._ema_variables is not None:
             self._update_average(variable, param_before, index)
@@ -251,10 +250,16 @@ class AGCMixin:
         callback) or inside the same traced step on TF; on JAX inside a
         stateless step read `agc_clipped_units` from the optimizer state.
         """
+        total = max(self._agc_total_units, 1)
+        return ops.sum(self.agc_clipped_units) / float(total)
+
+    @property
+    def agc_clipped_units(self):
+        """float32 vector, one entry per variable: units AGC rescaled at its last update (0 if excluded)."""
         if not self.built:
             raise ValueError("the optimizer is not built yet")
-        total = max(self._agc_total_units, 1)
-        return ops.sum(ops.convert_to_tensor(self.agc_clipped_units)) / float(total)
+        zero = ops.zeros((), "float32")
+        return ops.stack([zero if c is None else ops.cast(c, "float32") for c in self._clip_counts])
 
     # ------------------------------------------------------------------- EMA
     @property
