@@ -647,6 +647,12 @@ def from_folder(root, *, verify=True, skip_corrupt=False):
     return _finish(str(root), class_names, splits, "files", verify, skip_corrupt)
 
 
+def _numbered_class_names(splits):
+    """Class names "0".."K-1" for the largest label found in ``splits``."""
+    top = max(int(p.labels.max()) for p in splits.values() if len(p.labels))
+    return tuple(str(i) for i in range(top + 1))
+
+
 def from_arrays(images, labels, class_names=None, split="train", name="arrays"):
     """A source of uint8 pixel arrays: ``images`` ``(N, H, W, 3)`` and integer ``labels``.
 
@@ -667,8 +673,7 @@ def from_arrays(images, labels, class_names=None, split="train", name="arrays"):
             raise DatasetError(f"{name}: {len(array)} images but {len(lab)} labels in split {key!r}")
         splits[key] = _Split(array, lab, None)
     if class_names is None:
-        top = max(int(p.labels.max()) for p in splits.values() if len(p.labels))
-        class_names = tuple(str(i) for i in range(top + 1))
+        class_names = _numbered_class_names(splits)
     return _finish(name, class_names, splits, "pixels", False, False)
 
 
@@ -686,8 +691,7 @@ def from_encoded(encoded, labels, class_names=None, split="train", name="encoded
             raise DatasetError(f"{name}: {len(items_arr)} images but {len(lab)} labels in split {key!r}")
         splits[key] = _Split(items_arr, lab, None)
     if class_names is None:
-        top = max(int(p.labels.max()) for p in splits.values() if len(p.labels))
-        class_names = tuple(str(i) for i in range(top + 1))
+        class_names = _numbered_class_names(splits)
     return _finish(name, class_names, splits, "bytes", verify, skip_corrupt)
 
 

@@ -164,11 +164,19 @@ def _tf_config_workers():
     return sum(len(cluster.get(k, [])) for k in ("chief", "worker"))
 
 
-def _multi_host_requested(job_addresses, num_processes):
-    if num_processes is None:
-        num_processes = _env_int("KERAS_DISTRIBUTION_NUM_PROCESSES")
+def _multi_host_args(job_addresses, num_processes, process_id):
+    """The JAX multi-host arguments, each falling back to its `KERAS_DISTRIBUTION_*` variable."""
     if job_addresses is None:
         job_addresses = os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES") or None
+    if num_processes is None:
+        num_processes = _env_int("KERAS_DISTRIBUTION_NUM_PROCESSES")
+    if process_id is None:
+        process_id = _env_int("KERAS_DISTRIBUTION_PROCESS_ID")
+    return job_addresses, num_processes, process_id
+
+
+def _multi_host_requested(job_addresses, num_processes):
+    job_addresses, num_processes, _ = _multi_host_args(job_addresses, num_processes, None)
     if num_processes is not None and num_processes > 1:
         return True
     if job_addresses and "," in job_addresses:
@@ -225,12 +233,7 @@ def _tf_engine(tpu, devices, job_addresses, num_processes, process_id):
 
 def _jax_engine(tpu, devices, job_addresses, num_processes, process_id, auto_shard_dataset):
     global _JAX_INITIALIZED
-    if num_processes is None:
-        num_processes = _env_int("KERAS_DISTRIBUTION_NUM_PROCESSES")
-    if process_id is None:
-        process_id = _env_int("KERAS_DISTRIBUTION_PROCESS_ID")
-    if job_addresses is None:
-        job_addresses = os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES") or None
+    job_addresses, num_processes, process_id = _multi_host_args(job_addresses, num_processes, process_id)
     multi_host = _multi_host_requested(job_addresses, num_processes)
     # On a TPU pod slice the runtime finds its peers itself (all arguments
     # None). Untested here.

@@ -57,11 +57,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 def randaugment_for_variant(variant):
     """``(num_layers, magnitude)`` of a variant: F0 (4, 5), F1-F2 (4, 10), F3+ (4, 15)."""
-    from nfnet_keras.variants import VARIANTS  # noqa: PLC0415
+    from nfnet_keras.variants import get_config  # noqa: PLC0415
 
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}. Known: {sorted(VARIANTS)}")
-    return tuple(VARIANTS[variant]["randaugment"])
+    return tuple(get_config(variant)["randaugment"])
 
 
 def _resolve_randaugment(randaugment):

@@ -6,6 +6,7 @@ import os
 import keras
 
 from nfnet_keras import variants
+from nfnet_keras import weights as weights_lib
 from nfnet_keras.layers import NFBlock, ScaledActivation, WSConv2D
 
 _APPLICATION_DOC = """Instantiates the NFNet-{variant} architecture (Brock et al., 2021).
@@ -123,17 +124,14 @@ def NFNet(
 
     inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
     if name is None:
-        name = "nfnet_" + variant_name.lower().replace("+", "_plus") if variant_name else "nfnet"
+        name = _default_name(variant_name) if variant_name else "nfnet"
     model = keras.Model(inputs, x, name=name)
 
     if weights is not None:
-        from nfnet_keras import weights as weights_lib  # noqa: PLC0415 (weights imports this module)
-
         weights_lib.load_pretrained(
             model,
             weights,
             variant=variant_name,
-            include_top=include_top,
             rebuild=lambda **kw: NFNet(
                 variant,
                 **{
@@ -233,10 +231,14 @@ def _input_shape(input_shape, input_tensor, default_size, include_top, weights):
     return input_shape
 
 
+def _default_name(variant):
+    return "nfnet_" + variant.lower().replace("+", "_plus")
+
+
 def _application(variant):
     default_weights = "imagenet" if variant in variants.PRETRAINED_VARIANTS else None
     function_name = "NFNet" + variant.replace("+", "Plus")
-    default_name = "nfnet_" + variant.lower().replace("+", "_plus")
+    default_name = _default_name(variant)
 
     def application(
         include_top=True,

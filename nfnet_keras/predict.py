@@ -44,7 +44,7 @@ def main(argv=None):
     try:
         config = variants.get_config(args.variant)
         image_size = args.image_size or config["test_imsize"]
-        images = nfnet_keras.prepare_images(args.images, image_size)
+        images = nfnet_keras.prepare_images(args.images, image_size, crop_padding=config["eval_padding"])
         model = nfnet_keras.NFNet(
             args.variant,
             weights=args.weights,

@@ -163,11 +163,10 @@ def run(settings):
             restore_state(trainer, os.path.join(model_dir, CHECKPOINT))
             print(f"Resumed from step {start_step} of {total_steps} ({os.path.join(model_dir, CHECKPOINT)}).")
 
-    peak_lr = settings["learning_rate"] * settings["global_batch_size"] / 256
     print(
         f"NFNet-{settings['variant']}: {model.count_params():,} parameters; {engine.num_replicas} replica(s) "
         f"({engine.kind}, {backend}); {num_train} training images, {source.num_classes} classes; "
-        f"{train_size}/{eval_size} px; batch {settings['global_batch_size']}; peak lr {peak_lr:g}; "
+        f"{train_size}/{eval_size} px; batch {settings['global_batch_size']}; peak lr {schedule.peak_value:g}; "
         f"{total_steps} steps, checkpoint every {chunk}."
     )
     if engine.is_chief and start_step == 0:
@@ -228,10 +227,10 @@ def run(settings):
     if ema:
         summary += f" (EMA weights: {results['ema_test_accuracy']:.4f})"
     print(summary)
+    written = "model.keras, " + ("ema.weights.h5, " if ema else "") + "results.json, history.csv and tensorboard/"
     print(
         f"Throughput {results['train_images_per_second']:.1f} training images/s; wall time "
-        f"{results['wall_time_seconds']:.0f} s. Wrote model.keras, ema.weights.h5, results.json, "
-        f"history.csv and tensorboard/ to {model_dir}."
+        f"{results['wall_time_seconds']:.0f} s. Wrote {written} to {model_dir}."
     )
     return results
 

@@ -265,20 +265,20 @@ def read_weights_file(path):
     raise checkpoint_io.CheckpointError(f"{path}: {fmt} files are loaded through Keras, not read_weights_file")
 
 
-def load_pretrained(model, weights, variant=None, include_top=True, rebuild=None):
+def load_pretrained(model, weights, variant=None, rebuild=None):
     """Loads `weights` ("imagenet" or a path) into `model` (called by `NFNet`).
 
-    With `include_top=False`, or a classifier whose shape differs from the
-    checkpoint's (`classes != 1000`), everything but the classifier is loaded.
+    A model without a classifier (`include_top=False`), or one whose classifier
+    shape differs from the checkpoint's (`classes != 1000`), gets everything
+    but the classifier.
 
     Args:
         model: the freshly built model.
         weights: "imagenet" or a file path.
         variant: canonical variant name (for "imagenet").
-        include_top: whether the model has the classifier.
-        rebuild: callable `(include_top=True, classes=N) -> model` that builds a
-            twin of `model`; needed only for Keras `.h5` files whose head does
-            not fit `model`.
+        rebuild: callable `(include_top=True, classes=N, weights=None) -> model`
+            that builds a twin of `model`; needed only for Keras `.h5` files
+            whose head does not fit `model`.
     """
     if weights == "imagenet":
         arrays, source = imagenet_weights(variant), f"DeepMind's NFNet-{variant} ImageNet checkpoint"
@@ -286,24 +286,19 @@ def load_pretrained(model, weights, variant=None, include_top=True, rebuild=None
         path = os.fspath(weights)
         fmt = checkpoint_io.sniff_format(path)
         if fmt in ("h5", "keras_zip"):
-            _load_keras_file(model, path, include_top, rebuild)
+            _load_keras_file(model, path, rebuild)
             return model
         arrays, source = read_weights_file(path), path
-    skip = not include_top or _classifier_differs(model, arrays)
-    if include_top and skip:
+    target = model_weights(model).get(CLASSIFIER_PREFIX + "kernel")
+    kernel = arrays.get(CLASSIFIER_PREFIX + "kernel")
+    new_head = target is not None and kernel is not None and tuple(np.shape(kernel)) != tuple(target.shape)
+    if new_head:
         logger.info("Classifier shape differs from %s: loading everything but `predictions`.", source)
-    assign_weights(model, arrays, source, skip_classifier=skip)
+    assign_weights(model, arrays, source, skip_classifier=target is None or new_head)
     return model
 
 
-def _classifier_differs(model, arrays):
-    kernel = arrays.get(CLASSIFIER_PREFIX + "kernel")
-    targets = model_weights(model)
-    target = targets.get(CLASSIFIER_PREFIX + "kernel")
-    return kernel is not None and target is not None and tuple(np.shape(kernel)) != tuple(target.shape)
-
-
-def _load_keras_file(model, path, include_top, rebuild):
+def _load_keras_file(model, path, rebuild):
     try:
         model.load_weights(path)
         return

@@ -1,14 +1,17 @@
 """Prints DeepMind-vs-ours relative errors for the golden F0 checkpoint on the current backend.
 
-Usage: KERAS_BACKEND=jax python tests/_golden_backend.py CHECKPOINT
-(run as a subprocess by test_weights.py, since the backend is fixed at import).
+Usage: [KERAS_BACKEND=jax] python tests/_golden_backend.py [CHECKPOINT]
+Without CHECKPOINT the golden parameters are written to a temporary pickle first.
+Run as a subprocess by test_weights.py, since the backend is fixed at import.
 """
 
+import os
 import sys
+import tempfile
 
 import keras
 import numpy as np
-from golden import golden_outputs, relative_error
+from golden import golden_outputs, relative_error, write_golden_checkpoint
 
 import nfnet_keras
 
@@ -24,4 +27,8 @@ def main(checkpoint):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) > 1:
+        main(sys.argv[1])
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            main(str(write_golden_checkpoint(os.path.join(tmp, "F0_golden.npz"))))
