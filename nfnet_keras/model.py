@@ -54,6 +54,7 @@ def NFNet(
     name=None,
     stochdepth_rate=0.1,
     seed=None,
+    remat=False,
     **config_overrides,
 ):
     """Builds an NFNet from the variant table or a custom configuration.
@@ -69,6 +70,10 @@ def NFNet(
             N gets `rate * i / N` (DeepMind's rule). 0.1 is the reference
             constructor default; the paper's training recipe uses 0.25.
         seed: optional seed for stochastic depth and dropout.
+        remat: recompute each block's residual branch during the backward
+            pass instead of storing its activations (`keras.remat`), for
+            training the large variants in less memory; see
+            benchmarks/RESULTS.md for the measured saving and cost.
         **config_overrides: architecture keys overriding the variant's values:
             `widths`, `depths`, `strides`, `stem_widths`, `group_width`,
             `expansion`, `big_width`, `alpha`, `se_ratio`, `final_conv_mult`,
@@ -100,7 +105,7 @@ def NFNet(
         img_input = input_tensor
 
     x = _stem(img_input, config)
-    x = _body(x, config, stochdepth_rate, seed)
+    x = _body(x, config, stochdepth_rate, seed, remat)
     final_channels = int(config["final_conv_mult"] * config["widths"][-1])
     x = WSConv2D(final_channels, 1, name="final_conv")(x)
     x = ScaledActivation(config["activation"], name="final_act")(x)
@@ -137,6 +142,7 @@ def NFNet(
                 **{
                     "input_shape": (None, None, 3),
                     "stochdepth_rate": stochdepth_rate,
+                    "remat": remat,
                     "classifier_activation": None,
                     **config_overrides,
                     **kw,
@@ -155,7 +161,7 @@ def _stem(x, config):
     return x
 
 
-def _body(x, config, stochdepth_rate, seed):
+def _body(x, config, stochdepth_rate, seed, remat):
     num_blocks = sum(config["depths"])
     in_channels = config["widths"][0] // 2
     expected_std = 1.0
@@ -178,6 +184,7 @@ def _body(x, config, stochdepth_rate, seed):
                 activation=config["activation"],
                 use_two_convs=config["use_two_convs"],
                 seed=None if seed is None else seed + index,
+                remat=remat,
                 name=f"nf_block_{index}",
             )(x)
             if j == 0:

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from nfnet_keras.layers import ws_conv
 from nfnet_keras.layers import (
     GAMMAS,
     NFBlock,
@@ -262,6 +263,28 @@ def test_wsconv_grouped_conv_equals_per_group_convs_of_standardized_kernel(rng, 
         axis=-1,
     ) + bias
     np.testing.assert_allclose(to_np(layer(x)), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_wsconv_grouped_conv_split_and_native_modes_agree(rng, monkeypatch, strides):
+    layer, _, _, _ = make_ws_conv(rng, filters=6, kernel_size=3, in_channels=6, groups=3, strides=strides)
+    x = rng.standard_normal((2, 7, 6, 6)).astype("float32")
+    monkeypatch.setenv("NFNET_GROUPED_CONV", "native")
+    native = to_np(layer(x))
+    monkeypatch.setenv("NFNET_GROUPED_CONV", "split")
+    split = to_np(layer(x))
+    np.testing.assert_allclose(split, native, rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_conv_mode_auto_splits_on_a_cpu_only_machine(monkeypatch):
+    monkeypatch.delenv("NFNET_GROUPED_CONV", raising=False)
+    assert ws_conv.grouped_conv_mode() == "split"
+
+
+def test_unknown_grouped_conv_mode_raises_value_error(monkeypatch):
+    monkeypatch.setenv("NFNET_GROUPED_CONV", "fast")
+    with pytest.raises(ValueError, match="NFNET_GROUPED_CONV"):
+        ws_conv.grouped_conv_mode()
 
 
 def test_numpy_conv_oracle_agrees_with_tf_same_padding(rng):

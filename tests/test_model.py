@@ -605,3 +605,39 @@ def test_jax_backend_forward_fit_and_save_load(perturbed_nano, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "JAX_OK" in proc.stdout
+
+
+def _nano_gradients(remat):
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(1)
+    m = NFNet("nano", input_shape=(32, 32, 3), classes=10, stochdepth_rate=0.5, seed=3, remat=remat,
+              classifier_activation=None)
+    rng = np.random.default_rng(0)
+    for w in m.weights:  # non-zero skip gains, so every branch reaches the loss
+        w.assign(rng.normal(size=w.shape).astype("float32") * 0.1 + (1.0 if "gain" in w.path else 0.0))
+    x = rng.normal(size=(4, 32, 32, 3)).astype("float32")
+    y = np.eye(10, dtype="float32")[[1, 2, 3, 4]]
+
+    @tf.function
+    def grads():
+        with tf.GradientTape() as tape:
+            loss = keras.losses.categorical_crossentropy(y, m(x, training=True), from_logits=True)
+        return tape.gradient(loss, m.trainable_variables)
+
+    return [np.asarray(g) for g in grads()]
+
+
+def test_remat_gives_the_same_gradients_with_stochastic_depth_active():
+    plain, remat = _nano_gradients(False), _nano_gradients(True)
+    assert len(plain) == len(remat)
+    for a, b in zip(plain, remat):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * float(np.max(np.abs(a))))
+
+
+def test_remat_is_kept_in_the_block_config():
+    m = NFNet("nano", input_shape=(32, 32, 3), classes=10, remat=True)
+    blocks = [layer for layer in m.layers if layer.name.startswith("nf_block_")]
+    assert blocks and all(b.get_config()["remat"] for b in blocks)
+    clone = keras.Model.from_config(m.get_config())
+    assert all(clone.get_layer(b.name).remat for b in blocks)

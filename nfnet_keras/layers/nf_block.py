@@ -55,6 +55,11 @@ class NFBlock(keras.layers.Layer):
         skip_gain_init: initial skip gain (0 as in the reference).
         seed: optional seed for stochastic depth.
         standardize: False builds the convs in their folded inference form.
+        remat: recompute the residual branch in the backward pass instead of
+            keeping its activations (`keras.remat`): less training memory for
+            one more forward pass of the branch.  Stochastic depth stays
+            outside the recomputed part, so the recomputation sees the same
+            mask.
     """
 
     def __init__(
@@ -74,6 +79,7 @@ class NFBlock(keras.layers.Layer):
         skip_gain_init=0.0,
         seed=None,
         standardize=True,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -92,6 +98,7 @@ class NFBlock(keras.layers.Layer):
         self.skip_gain_init = float(skip_gain_init)
         self.seed = seed
         self.standardize = bool(standardize)
+        self.remat = bool(remat)
         ws = {"standardize": self.standardize}
 
         self.mid_channels, self.groups = bottleneck_width(
@@ -158,7 +165,8 @@ class NFBlock(keras.layers.Layer):
         return out, shortcut
 
     def call(self, inputs, training=False):
-        out, shortcut = self.residual_and_shortcut(inputs)
+        branch = keras.remat(self.residual_and_shortcut) if self.remat and training else self.residual_and_shortcut
+        out, shortcut = branch(inputs)
         if self.stochastic_depth is not None:
             out = self.stochastic_depth(out, training=training)
         out = out * ops.cast(self.skip_gain, out.dtype)
@@ -204,6 +212,7 @@ class NFBlock(keras.layers.Layer):
                 "skip_gain_init": self.skip_gain_init,
                 "seed": self.seed,
                 "standardize": self.standardize,
+                "remat": self.remat,
             }
         )
         return config
