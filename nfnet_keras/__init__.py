@@ -1,7 +1,7 @@
 """nfnet-keras: Normalizer-Free Networks (NFNet-F0..F7, F0+..F7+) for Keras 3.
 
 Models (`NFNet`, `NFNetF0` ... `NFNetF7Plus`), layers, pretrained-weight loading,
-preprocessing, and the paper's training recipe (adaptive gradient clipping,
+preprocessing, signal-propagation metrics and plots, and the paper's training recipe (adaptive gradient clipping,
 `NFNetSGD`, warmup-cosine schedule, EMA, SAM trainer, distribution engines).
 The tf.data input pipeline (`nfnet_keras.input_pipeline`, `augment`,
 `datasets`) is imported on demand, since it needs TensorFlow.
@@ -35,6 +35,13 @@ from nfnet_keras.model import (
 from nfnet_keras.optimizers import AGCAdamW, AGCSGD, NFNetSGD, with_agc
 from nfnet_keras.preprocessing import eval_transform, load_image, prepare_images, preprocess_input
 from nfnet_keras.schedules import WarmupCosineDecay
+from nfnet_keras.signal_metrics import (
+    SignalPropagation,
+    plot_signal_propagation,
+    set_activation_gamma,
+    set_skip_gains,
+    signal_propagation,
+)
 from nfnet_keras.training import NFNetTrainer
 
 __version__ = "0.1.0"
