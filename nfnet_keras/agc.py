@@ -120,7 +120,10 @@ def _clip_one(grad, param, clipping, eps):
     g_norm = unitwise_norm(g)
     trigger = ops.greater(g_norm, max_norm)
     scale = max_norm / ops.maximum(g_norm, ops.cast(_GRAD_NORM_FLOOR, dtype))
-    clipped = ops.where(trigger, g * scale, g)
+    # The choice is made on the unit-shaped scale (x1 where not clipped, which
+    # is exact), so the full-size gradient is multiplied once and not also
+    # passed through an elementwise select.
+    clipped = g * ops.where(trigger, scale, ops.ones_like(scale))
     return ops.cast(clipped, out_dtype), trigger
 
 

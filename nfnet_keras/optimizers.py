@@ -206,20 +206,38 @@ class AGCMixin:
         if self._agc_flags[index]:
             gradient = _densify(gradient, tuple(variable.shape))
         gradient = ops.cast(gradient, variable.dtype)
-        param_before = None
+        average_start = None
         if self._ema_variables is not None:
-            param_before = _read(variable)
+            average_start = self._average_start(variable, index)
         if self._agc_flags[index]:
             gradient, trigger = _clip_one(gradient, variable, self.clipping, self.eps)
             self.assign(self._clip_counts[index], ops.sum(ops.cast(trigger, "float32")))
         self._base_update_step(gradient, variable, learning_rate, index)
         if self._ema_variables is not None:
-            self._update_average(variable, param_before, index)
+            self._update_average(variable, average_start, index)
 
     def _base_update_step(self, gradient, variable, learning_rate, index):
         super().update_step(gradient, variable, learning_rate)
 
-    def _update_average(self, variable, param_before, index):
+    def _average_start(self, variable, index):
+        """The average the EMA update starts from: the parameter itself at step 0.
+
+        DeepMind initialises the EMA to the parameters; taking them at the
+        first step (not only at `build`) also covers weights loaded after the
+        optimizer was built.  A `cond` rather than an elementwise `where`, so
+        the parameter is read (and, on TF, kept from the update by a copy)
+        only at step 0: the later steps cost no extra pass over the weights.
+        """
+        average = self._ema_variables[index]
+        if average is None:
+            return None
+        return ops.cond(
+            ops.equal(self.iterations, 0),
+            lambda: _read(variable),
+            lambda: ops.convert_to_tensor(average),
+        )
+
+    def _update_average(self, variable, previous, index):
         average = self._ema_variables[index]
         if average is None:
             return
@@ -229,11 +247,6 @@ class AGCMixin:
             ops.cast(self.ema_decay, "float32"), (1.0 + step) / (10.0 + step)
         )
         decay = ops.cast(decay, dtype)
-        # At the first step the average is the parameter itself (DM: EMA
-        # initialised to the params), also if weights were loaded after build.
-        previous = ops.where(
-            ops.equal(self.iterations, 0), param_before, ops.convert_to_tensor(average)
-        )
         current = ops.convert_to_tensor(variable)
         self.assign(
             average,
