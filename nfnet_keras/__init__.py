@@ -4,7 +4,9 @@ Models (`NFNet`, `NFNetF0` ... `NFNetF7Plus`), layers, pretrained-weight loading
 preprocessing, signal-propagation metrics and plots, and the paper's training recipe (adaptive gradient clipping,
 `NFNetSGD`, warmup-cosine schedule, EMA, SAM trainer, distribution engines).
 The tf.data input pipeline (`nfnet_keras.input_pipeline`, `augment`,
-`datasets`) is imported on demand, since it needs TensorFlow.
+`datasets`) and the export to TF Serving and TFLite (`nfnet_keras.serving`,
+`litert`, `export_lib`; `python export.py`) are imported on demand, since they
+need TensorFlow.
 """
 
 from nfnet_keras import agc, layers, losses, optimizers, schedules, variants

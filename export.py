@@ -1,0 +1,103 @@
+"""Export an NFNet for TF Serving (SavedModel) and for mobile (TFLite / LiteRT).
+
+    python export.py --model runs/default/model.keras --export_dir exports --name nfnet
+    python export.py --model runs/default/model.keras --tflite all          # + fp32, fp16, int8, int8_full
+    python export.py --variant F0 --weights imagenet --tflite fp16,int8
+    python export.py --variant F0 --weights path/to/F0_haiku.npz            # or a .weights.h5, timm .safetensors
+
+Writes the SavedModel to <export_dir>/<name>/<version>/ (the layout TF Serving
+watches: point model_base_path at <export_dir>/<name>), and the TFLite files to
+<export_dir>/<name>_tflite/<version>/<name>_<flavour>.tflite. The version is
+the next free integer unless --version is given; an existing version is refused
+unless --overwrite. Everything is written to a hidden staging directory first and
+renamed into place at the end, so a failed export leaves no partial version.
+
+SavedModel signatures (all run the model with inference-time folding: each
+weight-standardised conv is a plain conv, stochastic depth and dropout are off):
+  serving_default       images: string [N] (JPEG/PNG/GIF/BMP/WebP bytes; decode, the
+                        reference evaluation resize + centre crop and the normalisation
+                        run in the graph) -> probabilities [N, K], top_k_indices,
+                        top_k_probabilities, top_k_class_names [N, k]
+  predict_pixels        pixels: float32 [N, S, S, 3], RGB 0..255, already resized and
+                        cropped (nfnet_keras.eval_transform), not normalised -> probabilities
+  predict_pixels_uint8  the same with uint8 pixels
+The TFLite files hold predict_pixels (int8_full: int8 input and output, quantised
+with the tensors' scale and zero point; printed in the summary).
+
+With a .keras model from train.py, the EMA weights in ema.weights.h5 next to it are
+exported when that file exists (--noema: the raw weights), and run_config.json gives
+the variant and evaluation size. Class names: --class_names FILE, else the ImageNet
+names for 1000 classes, else those of the training run's dataset, else "0".."K-1".
+
+The command ends with a parity table: max |difference| of the probabilities and top-1
+agreement of every artifact against the Keras model, on real images (--parity_images
+FOLDER, or the bundled CIFAR-10 test images). Exporting needs the TensorFlow backend
+(set here). The artifacts do not need nfnet_keras: the SavedModel runs on TensorFlow
+(TF Serving), the .tflite files on the LiteRT runtime (ai-edge-litert) alone.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+_NAMES = []
+
+
+def _define(kind, name, default, help_text):
+    getattr(flags, f"DEFINE_{kind}")(name, default, help_text)
+    _NAMES.append(name)
+
+
+_define("string", "model", None, "A .keras model, or a train.py run directory (e.g. runs/default).")
+_define("string", "variant", None, "F0..F7, F0+..F7+, nano, micro: with --weights; with --model only for defaults.")
+_define(
+    "string",
+    "weights",
+    None,
+    "With --variant: 'imagenet' (default), 'none' (random init) or a weights file "
+    "(Keras .weights.h5, DeepMind checkpoint, timm .safetensors).",
+)
+_define("boolean", "ema", None, "Export the EMA weights (ema.weights.h5 next to --model); default: when present.")
+_define("integer", "image_size", None, "Input size S (default: the model's, the run's or the variant's test size).")
+_define("integer", "crop_padding", None, "Evaluation resize to S + padding, then centre crop S (default: the variant's).")
+_define("string", "class_names", None, "Text file with one class name per line (default: see above).")
+_define("integer", "classes", None, "Number of classes with --weights none (default 1000).")
+_define("string", "export_dir", "exports", "Base folder of the exports.")
+_define("string", "name", None, "Model name: the folder under --export_dir (default: the Keras model's name).")
+_define("integer", "version", None, "TF Serving version number (default: the next free one).")
+_define("boolean", "overwrite", False, "Replace an existing version.")
+_define("integer", "top_k", 5, "Classes in the top_k_* outputs of serving_default.")
+_define("list", "tflite", [], "TFLite flavours to write: fp32, fp16, int8 (dynamic range), int8_full, or all.")
+_define("string", "representative_images", None, "Image folder for int8_full calibration (default: bundled sample).")
+_define("integer", "representative_count", 100, "Calibration images for int8_full.")
+_define("boolean", "parity", True, "Check every artifact against the Keras model and print the table.")
+_define("string", "parity_images", None, "Image folder for the parity check (default: bundled CIFAR-10 test images).")
+_define("integer", "parity_count", 100, "Images in the parity check.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend and backend != "tensorflow":
+        print(f"Note: exporting with the TensorFlow backend (KERAS_BACKEND={backend} is ignored).", file=sys.stderr)
+    os.environ["KERAS_BACKEND"] = "tensorflow"  # before Keras is imported
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's Python INFO lines (SavedModel writing)
+    from nfnet_keras import export_lib  # noqa: PLC0415
+
+    settings = {name: FLAGS[name].value for name in _NAMES}
+    if settings["weights"] is not None and settings["weights"].lower() in ("none", "imagenet"):
+        settings["weights"] = settings["weights"].lower()
+    try:
+        export_lib.run(settings)
+    except ValueError as error:  # bad input: unknown format, missing file, existing version...
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: sys.exit(main(argv)))
