@@ -63,6 +63,7 @@ __all__ = [
     "BUNDLED_SAMPLE_PATH",
     "CIFAR10_CLASSES",
     "IMAGE_EXTENSIONS",
+    "list_images",
     "decode_image",
     "load_source",
     "bundled_cifar10_sample",
@@ -250,6 +251,10 @@ class ImageSource:
     def labels(self, split):
         """The int64 labels of ``split`` in source order."""
         return np.asarray(self._splits[self.resolve_split(split)].labels)
+
+    def examples(self, split):
+        """The raw examples of ``split`` in source order: encoded bytes, file paths or pixel arrays (``kind``)."""
+        return self._splits[self.resolve_split(split)].data
 
     def example_names(self, split):
         """File names (or ``None``) of ``split`` in source order, for messages."""
@@ -576,7 +581,8 @@ def bundled_cifar10_sample():
     return source
 
 
-def _list_images(directory):
+def list_images(directory):
+    """Image files (`IMAGE_EXTENSIONS`, no hidden files) under `directory`, recursively, sorted by path."""
     files = []
     for root, dirs, names in os.walk(directory, followlinks=True):
         dirs.sort()
@@ -614,7 +620,7 @@ def from_folder(root, *, verify=True, skip_corrupt=False):
     first = next(iter(layout))
     class_names = tuple(_class_dirs(layout[first]))
     if not class_names:
-        loose = _list_images(layout[first])
+        loose = list_images(layout[first])
         detail = f" ({len(loose)} image file(s) lie directly in it)" if loose else ""
         raise DatasetError(
             f"{layout[first]}: no class folders; expected {layout[first]}/<class>/<image>{detail}. "
@@ -632,7 +638,7 @@ def from_folder(root, *, verify=True, skip_corrupt=False):
             )
         paths, labels = [], []
         for cls in classes_here:
-            found = _list_images(directory / cls)
+            found = list_images(directory / cls)
             if not found:
                 logger.warning("%s: class folder %r has no images", directory, cls)
             paths.extend(found)

@@ -48,12 +48,6 @@ DEFAULTS = {
 }
 
 
-def _positive(settings, key):
-    value = settings[key]
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-        raise ExportError(f"--{key} must be a positive integer, got {value!r}")
-
-
 def _check_folder(path, flag):
     if path is not None and not os.path.isdir(path):
         raise ExportError(f"--{flag}: folder not found: {path}")
@@ -76,7 +70,7 @@ def run(settings, print_fn=print):
     except ValueError as error:
         raise ExportError(str(error)) from error
     for key in ("top_k", "version", "representative_count", "parity_count"):
-        _positive(settings, key)
+        serving.check_integer(settings[key], key)
     if settings["name"] is not None:
         serving.check_name(settings["name"])
     if "int8_full" in flavours:

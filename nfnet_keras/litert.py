@@ -120,18 +120,6 @@ def convert(saved_model_dir, flavour, representative_data=None, signature_key=SI
     return converter.convert()
 
 
-def _image_files(folder):
-    files = []
-    for root, dirs, names in os.walk(folder, followlinks=True):
-        dirs.sort()
-        files.extend(
-            os.path.join(root, n)
-            for n in sorted(names)
-            if n.lower().endswith(datasets.IMAGE_EXTENSIONS) and not n.startswith(".")
-        )
-    return files
-
-
 def _spread(items, count):
     """`count` items spread evenly over `items` (all of them when there are fewer)."""
     if count >= len(items):
@@ -156,13 +144,13 @@ def encoded_images(folder=None, count=100, split="train"):
         raise ValueError(f"the number of images must be a positive integer, got {count!r}")
     if folder is None:
         source = datasets.bundled_cifar10_sample()
-        data = source._splits[source.resolve_split(split)].data
+        data = source.examples(split)
         indices = _spread(list(range(len(data))), count)
         return [f"{datasets.BUNDLED_SAMPLE}/{split}/{i}" for i in indices], [bytes(data[i]) for i in indices]
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise ValueError(f"image folder not found: {folder}")
-    files = _image_files(folder)
+    files = datasets.list_images(folder)
     if not files:
         raise ValueError(f"{folder}: no image files ({', '.join(datasets.IMAGE_EXTENSIONS)}) found")
     chosen = _spread(files, count)

@@ -65,6 +65,7 @@ __all__ = [
     "EMA_FILE",
     "RUN_CONFIG_FILE",
     "require_tensorflow_backend",
+    "check_integer",
     "load_export_model",
     "as_float32",
     "read_class_names",
@@ -192,13 +193,9 @@ def load_export_model(
         raise ExportError(
             "Nothing to export: pass --model PATH.keras, or --variant NAME with --weights (imagenet, none or a path)."
         )
-    for value, flag in ((image_size, "image_size"), (classes, "classes")):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-            raise ExportError(f"--{flag} must be a positive integer, got {value!r}")
-    if crop_padding is not None and (
-        isinstance(crop_padding, bool) or not isinstance(crop_padding, (int, np.integer)) or crop_padding < 0
-    ):
-        raise ExportError(f"--crop_padding must be a non-negative integer, got {crop_padding!r}")
+    check_integer(image_size, "image_size")
+    check_integer(classes, "classes")
+    check_integer(crop_padding, "crop_padding", minimum=0)
     if variant is not None:
         try:
             config = variants.get_config(variant)
@@ -219,6 +216,15 @@ def load_export_model(
     names = _class_names(export_model, class_names_file, model_path)
     export_model.class_names = names
     return export_model
+
+
+def check_integer(value, flag, minimum=1):
+    """Raises `ExportError` unless `value` is None or an integer (not a bool) of at least `minimum`."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+        raise ExportError(f"--{flag} must be {kind}, got {value!r}")
 
 
 def _run_config(model_path):
@@ -392,7 +398,7 @@ def _load_variant(variant, config, weights, image_size, crop_padding, classes):
             path = os.fspath(weights)
             fmt = _check_file(path, "weights file")
             if fmt in ("h5", "keras_zip"):
-                num_classes = weights_lib._keras_file_classes(path)
+                num_classes = weights_lib.keras_file_classes(path)
                 if num_classes is None:
                     raise ExportError(f"{path} holds no classifier weights (a model saved with include_top=False?)")
                 model = NFNet(variant, weights=path, classes=num_classes, input_shape=input_shape)
@@ -475,8 +481,9 @@ def build_archive(export_model, top_k=5):
         `write_out`, the folded Keras model it serves, and the `k` used.
     """
     require_tensorflow_backend()
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise ExportError(f"--top_k must be a positive integer, got {top_k!r}")
+    if top_k is None:
+        raise ExportError("--top_k must be a positive integer, got None")
+    check_integer(top_k, "top_k")
     k = min(int(top_k), export_model.num_classes)
     size, padding = export_model.image_size, export_model.crop_padding
     folded = folding.fold_weight_standardization(export_model.model)

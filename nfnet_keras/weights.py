@@ -307,7 +307,7 @@ def _load_keras_file(model, path, rebuild):
             raise WeightsMismatchError(f"Keras weights {path} do not fit model '{model.name}': {error}") from error
         first_error = error
     # The head differs: load into a twin with the file's head, then copy the rest.
-    classes = _keras_file_classes(path)
+    classes = keras_file_classes(path)
     if classes is None:
         raise WeightsMismatchError(f"Keras weights {path} do not fit model '{model.name}': {first_error}")
     twin = rebuild(include_top=True, classes=classes, weights=None)
@@ -319,7 +319,7 @@ def _load_keras_file(model, path, rebuild):
     assign_weights(model, arrays, path, skip_classifier=True)
 
 
-def _keras_file_classes(path):
+def keras_file_classes(path):
     """Number of classes of the classifier stored in a Keras weights file, if any.
 
     Keras 3 stores top-level layers under `layers/<class-based name>/vars/<i>`;
