@@ -163,8 +163,8 @@ def grouped_conv_mode():
 
     "split" runs one plain convolution per group and concatenates.  On CPUs
     that is the fast form: XLA:CPU's gradient of a grouped convolution is
-    about 15x slower than the per-group convolutions' (F0's stage-3 3x3,
-    batch 8: 0.98 s vs 0.07 s forward+backward, `benchmarks/conv_groups.py`),
+    10-20x slower than the per-group convolutions' (F0's strided stage-3
+    3x3, batch 8: 0.98 s vs 0.09 s forward+backward, `benchmarks/conv_groups.py`),
     and TensorFlow's oneDNN path is no faster grouped than split.  On GPUs
     and TPUs the grouped op is the fast one.  The environment variable
     `NFNET_GROUPED_CONV` (`auto`, `native` or `split`) overrides the choice;
