@@ -19,7 +19,7 @@ weight-standardised conv is a plain conv, stochastic depth and dropout are off):
                         run in the graph) -> probabilities [N, K], top_k_indices,
                         top_k_probabilities, top_k_class_names [N, k]
   predict_pixels        pixels: float32 [N, S, S, 3], RGB 0..255, already resized and
-                        cropped (nfnet_keras.eval_transform), not normalised -> probabilities
+                        cropped (nfnet_keras.preprocessing.eval_transform), not normalised -> probabilities
   predict_pixels_uint8  the same with uint8 pixels
 The TFLite files hold predict_pixels (int8_full: int8 input and output, quantised
 with the tensors' scale and zero point; printed in the summary).
@@ -86,7 +86,7 @@ def main(argv):
     os.environ["KERAS_BACKEND"] = "tensorflow"  # before Keras is imported
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines
     logging.set_verbosity(logging.WARNING)  # TensorFlow's Python INFO lines (SavedModel writing)
-    from nfnet_keras import export_lib  # noqa: PLC0415
+    from nfnet_keras.export import run as export_lib  # noqa: PLC0415
 
     settings = {name: FLAGS[name].value for name in _NAMES}
     if settings["weights"] is not None and settings["weights"].lower() in ("none", "imagenet"):

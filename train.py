@@ -115,7 +115,7 @@ def main(argv):
         # JAX reads this when it starts, i.e. before train_lib imports it.
         flag = f"--xla_force_host_platform_device_count={settings['cpu_devices']}"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
-    from nfnet_keras import train_lib  # noqa: PLC0415  (after KERAS_BACKEND is set)
+    from nfnet_keras.training import run as train_lib  # noqa: PLC0415  (after KERAS_BACKEND is set)
 
     try:
         train_lib.run(settings)

@@ -80,9 +80,9 @@ def train(clipping, init_weights, data, args):
     import keras
 
     from nfnet_keras import NFNet
-    from nfnet_keras.losses import NFNetCrossEntropy
-    from nfnet_keras.optimizers import NFNetSGD
-    from nfnet_keras.schedules import WarmupCosineDecay
+    from nfnet_keras.training.losses import NFNetCrossEntropy
+    from nfnet_keras.training.optimizers import NFNetSGD
+    from nfnet_keras.training.schedules import WarmupCosineDecay
 
     model = NFNet("nano", classes=10, input_shape=(32, 32, 3), weights=None,
                   classifier_activation=None, stochdepth_rate=0.0)

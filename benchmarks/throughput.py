@@ -50,7 +50,7 @@ MATMUL_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="F0", help="a variant of nfnet_keras.variants (F0 ... F7+, nano, micro)")
+    parser.add_argument("--variant", default="F0", help="a variant of nfnet_keras.models.variants (F0 ... F7+, nano, micro)")
     parser.add_argument("--mode", default="infer,train", help="comma list of infer, train")
     parser.add_argument(
         "--image_size",
@@ -142,7 +142,8 @@ def keras_worker(cfg):
 
     sys.path.insert(0, ROOT)
     import nfnet_keras
-    from nfnet_keras.layers import ws_conv
+    import nfnet_keras.training
+    from nfnet_keras.models.layers import ws_conv
 
     backend = keras.backend.backend()
     keras.mixed_precision.set_global_policy(PRECISION_POLICIES[cfg["precision"]])
@@ -158,7 +159,7 @@ def keras_worker(cfg):
         stochdepth_rate=0.25 if cfg["mode"] == "train" else 0.1,
     )
     build_s = time.perf_counter() - start
-    macs = nfnet_keras.count_macs(model, size)
+    macs = nfnet_keras.models.count_macs(model, size)
     rss_after_build = peak_rss_mb()
 
     rng = np.random.default_rng(0)
@@ -174,7 +175,7 @@ def keras_worker(cfg):
     else:
         y = keras.ops.convert_to_tensor(np.eye(classes, dtype="float32")[np.arange(batch) % classes])
         if cfg["optimizer"] == "nfnet_sgd":
-            optimizer = nfnet_keras.NFNetSGD(learning_rate=0.1, clipping=0.01, ema_decay=0.99999)
+            optimizer = nfnet_keras.training.NFNetSGD(learning_rate=0.1, clipping=0.01, ema_decay=0.99999)
         else:
             optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
         model.compile(
@@ -434,7 +435,7 @@ def configurations(args):
     import importlib
 
     sys.path.insert(0, ROOT)
-    variants = importlib.import_module("nfnet_keras.variants")
+    variants = importlib.import_module("nfnet_keras.models.variants")
     variant_config = variants.get_config(args.variant)  # raises for an unknown variant
     modes = _split(args.mode, ("infer", "train"), "mode")
     backends = _split(args.backend, ("tensorflow", "jax"), "backend")
@@ -523,7 +524,7 @@ def _count_fwd_gmac(cfg):
     code = (
         "import nfnet_keras as n; "
         f"m = n.NFNet({cfg['variant']!r}, input_shape=({cfg['image_size']}, {cfg['image_size']}, 3)); "
-        f"print(n.count_macs(m, {cfg['image_size']}) / 1e9)"
+        f"print(nfnet_keras.models.count_macs(m, {cfg['image_size']}) / 1e9)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     return round(float(out.stdout.strip().splitlines()[-1]), 6)

@@ -1,21 +1,27 @@
-"""nfnet-keras: Normalizer-Free Networks (NFNet-F0..F7, F0+..F7+) for Keras 3.
+"""nfnet-keras: Normalizer-Free Networks for Keras 3.
 
-Models (`NFNet`, `NFNetF0` ... `NFNetF7Plus`), layers, pretrained-weight loading,
-preprocessing, signal-propagation metrics and plots, and the paper's training recipe (adaptive gradient clipping,
-`NFNetSGD`, warmup-cosine schedule, EMA, SAM trainer, distribution engines).
-The tf.data input pipeline (`nfnet_keras.input_pipeline`, `augment`,
-`datasets`) and the export to TF Serving and TFLite (`nfnet_keras.serving`,
-`litert`, `export_lib`; `python export.py`) are imported on demand, since they
-need TensorFlow.
+The top level holds what a user of the models needs: the model constructors
+(keras.applications-style functions, `NFNet`, and `create_model(name)` with
+`model_names()`), `preprocess_input`,
+`prepare_images` and `decode_predictions`. Everything else lives in its
+subpackage:
+
+- `nfnet_keras.models`: families, configuration tables, layers, folding, MACs.
+- `nfnet_keras.weights`: checkpoint readers, name mapping, download and cache.
+- `nfnet_keras.preprocessing`: the evaluation transform, normalisation,
+  decoding, ImageNet labels.
+- `nfnet_keras.data`: image sources, augmentation, the tf.data pipeline
+  (TensorFlow).
+- `nfnet_keras.training`: AGC, optimizers, EMA, schedules, losses, SAM,
+  distribution, and the `train.py` run.
+- `nfnet_keras.export`: SavedModel/TF Serving and TFLite/LiteRT (TensorFlow).
+- `nfnet_keras.analysis`: signal propagation.
 """
 
-from nfnet_keras import agc, layers, losses, optimizers, schedules, variants
-from nfnet_keras.agc import adaptive_clip_gradients, unitwise_norm
-from nfnet_keras.flops import count_macs
-from nfnet_keras.folding import fold_weight_standardization
-from nfnet_keras.imagenet import decode_predictions, imagenet_class_names
-from nfnet_keras.losses import NFNetCrossEntropy
-from nfnet_keras.model import (
+import importlib
+import warnings
+
+from nfnet_keras.models.nfnet import (
     NFNet,
     NFNetF0,
     NFNetF0Plus,
@@ -34,16 +40,68 @@ from nfnet_keras.model import (
     NFNetF7,
     NFNetF7Plus,
 )
-from nfnet_keras.optimizers import AGCAdamW, AGCSGD, NFNetSGD, with_agc
-from nfnet_keras.preprocessing import eval_transform, load_image, prepare_images, preprocess_input
-from nfnet_keras.schedules import WarmupCosineDecay
-from nfnet_keras.signal_metrics import (
-    SignalPropagation,
-    plot_signal_propagation,
-    set_activation_gamma,
-    set_skip_gains,
-    signal_propagation,
-)
-from nfnet_keras.training import NFNetTrainer
+from nfnet_keras.models.registry import create_model, model_names
+from nfnet_keras.preprocessing import decode_predictions, prepare_images, preprocess_input
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+__all__ = [
+    "NFNet",
+    "NFNetF0",
+    "NFNetF0Plus",
+    "NFNetF1",
+    "NFNetF1Plus",
+    "NFNetF2",
+    "NFNetF2Plus",
+    "NFNetF3",
+    "NFNetF3Plus",
+    "NFNetF4",
+    "NFNetF4Plus",
+    "NFNetF5",
+    "NFNetF5Plus",
+    "NFNetF6",
+    "NFNetF6Plus",
+    "NFNetF7",
+    "NFNetF7Plus",
+    "create_model",
+    "decode_predictions",
+    "model_names",
+    "prepare_images",
+    "preprocess_input",
+]
+
+# Names the top level exported before 0.2, and where they live now. They still
+# resolve, with a DeprecationWarning, so that existing code keeps running.
+_MOVED = {
+    "AGCAdamW": "nfnet_keras.training",
+    "AGCSGD": "nfnet_keras.training",
+    "NFNetCrossEntropy": "nfnet_keras.training",
+    "NFNetSGD": "nfnet_keras.training",
+    "NFNetTrainer": "nfnet_keras.training",
+    "WarmupCosineDecay": "nfnet_keras.training",
+    "adaptive_clip_gradients": "nfnet_keras.training",
+    "unitwise_norm": "nfnet_keras.training",
+    "with_agc": "nfnet_keras.training",
+    "count_macs": "nfnet_keras.models",
+    "fold_weight_standardization": "nfnet_keras.models",
+    "eval_transform": "nfnet_keras.preprocessing",
+    "imagenet_class_names": "nfnet_keras.preprocessing",
+    "load_image": "nfnet_keras.preprocessing",
+    "SignalPropagation": "nfnet_keras.analysis",
+    "plot_signal_propagation": "nfnet_keras.analysis",
+    "set_activation_gamma": "nfnet_keras.analysis",
+    "set_skip_gains": "nfnet_keras.analysis",
+    "signal_propagation": "nfnet_keras.analysis",
+}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        module = _MOVED[name]
+        warnings.warn(
+            f"nfnet_keras.{name} moved to {module}.{name}; import it from there.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module 'nfnet_keras' has no attribute {name!r}")

@@ -36,7 +36,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     # Imported here so that `--help` answers without loading a backend.
     import nfnet_keras  # noqa: PLC0415
-    from nfnet_keras import variants  # noqa: PLC0415
+    from nfnet_keras.models import variants  # noqa: PLC0415
 
     if args.top < 1 or args.top > 1000:
         print(f"error: --top must be in 1..1000, got {args.top}", file=sys.stderr)

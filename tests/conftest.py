@@ -1,10 +1,16 @@
-"""Shared fixtures: a stand-in for Haiku's FlatMapping, to write checkpoints in the published layout."""
+"""Shared fixtures: a stand-in for Haiku's FlatMapping, to write checkpoints in the published layout.
 
+Also puts `tests/` on `sys.path`, so that test modules import `support.*`.
+"""
+
+import os
 import sys
 import types
 from collections.abc import Mapping
 
 import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture

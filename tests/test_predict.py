@@ -5,17 +5,18 @@ import subprocess
 import sys
 
 import numpy as np
-from golden import keras_to_dm
+from support.golden import keras_to_dm
 from PIL import Image
 
 import nfnet_keras
-from nfnet_keras import predict, weights
+from nfnet_keras import predict
+from nfnet_keras.weights import loading
 
 
 def _nano_checkpoint(tmp_path):
     model = nfnet_keras.NFNet("nano", input_shape=(32, 32, 3))
     rng = np.random.default_rng(0)
-    flat = {k: rng.standard_normal(tuple(v.shape)).astype(np.float32) for k, v in weights.model_weights(model).items()}
+    flat = {k: rng.standard_normal(tuple(v.shape)).astype(np.float32) for k, v in loading.model_weights(model).items()}
     path = tmp_path / "nano.npz"
     path.write_bytes(pickle.dumps(keras_to_dm(flat), protocol=4))
     return str(path)
@@ -36,7 +37,7 @@ def test_predict_prints_top5_imagenet_classes(tmp_path, capsys):
     assert lines[0] == image
     ranks = [line.split()[0] for line in lines[1:]]
     assert ranks == ["1.", "2.", "3.", "4.", "5."]
-    names = set(nfnet_keras.imagenet_class_names())
+    names = set(nfnet_keras.preprocessing.imagenet_class_names())
     assert all(line.split()[1] in names for line in lines[1:])
     scores = [float(line.split()[-1]) for line in lines[1:]]
     assert scores == sorted(scores, reverse=True)

@@ -36,7 +36,7 @@ import sys
 
 import numpy as np
 
-from nfnet_keras.datasets import CIFAR10_CLASSES
+from nfnet_keras.data.sources import CIFAR10_CLASSES
 
 _REPO = pathlib.Path(__file__).resolve().parent.parent
 _DEFAULT_SOURCE = _REPO.parent / "shared" / "data" / "cifar10_jpeg" / "cifar10_jpeg.npz"

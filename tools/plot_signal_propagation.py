@@ -44,7 +44,7 @@ def compute(images, seed):
     import keras  # noqa: PLC0415
 
     import nfnet_keras as nk  # noqa: PLC0415
-    from nfnet_keras.signal_metrics import (  # noqa: PLC0415
+    from nfnet_keras.analysis.signal_metrics import (  # noqa: PLC0415
         set_activation_gamma,
         set_skip_gains,
         signal_propagation,
@@ -88,7 +88,7 @@ def main(argv=None):
 
     matplotlib.use("Agg")
     import nfnet_keras as nk  # noqa: PLC0415
-    from nfnet_keras.signal_metrics import plot_signal_propagation  # noqa: PLC0415
+    from nfnet_keras.analysis.signal_metrics import plot_signal_propagation  # noqa: PLC0415
 
     paths = sorted(glob.glob(os.path.join(args.images, "*.jpg")))
     if not paths:

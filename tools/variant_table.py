@@ -11,7 +11,7 @@ import argparse
 import keras
 
 import nfnet_keras
-from nfnet_keras import variants
+from nfnet_keras.models import variants
 
 
 def main():
@@ -24,7 +24,7 @@ def main():
         config = variants.get_config(name)
         with keras.StatelessScope(initialize_variables=False):
             model = nfnet_keras.NFNet(name)
-            params, macs = model.count_params(), nfnet_keras.count_macs(model)
+            params, macs = model.count_params(), nfnet_keras.models.count_macs(model)
         top1 = variants.TOP1.get(name)
         print(
             f"| {name} | {params:,} | {macs / 1e9:.2f} G | {config['train_imsize']} / {config['test_imsize']} "

@@ -1,0 +1,427 @@
+"""``tf.data`` input pipelines for NFNet training and evaluation, on any Keras backend.
+
+Training (:func:`make_train_dataset`), DeepMind's ``cutmix_mixup_randaugment_NNN``
+recipe (``nfnets/dataset.py`` with ``augment_before_mix=False``)::
+
+    source examples (sharded per host, shuffled, repeated)
+      -> decode -> Inception crop -> flip -> bicubic resize        (per image)
+      -> batch at 2x -> MixUp on the first half, CutMix on the second (soft labels)
+      -> unbatch -> RandAugment(N, M) -> normalise                 (per image)
+      -> batch -> prefetch
+
+Evaluation (:func:`make_eval_dataset`): decode -> squash-resize to ``S + 32``
+-> centre crop ``S`` -> normalise -> batch (DeepMind's ``resize_crop_32``).
+
+Both yield ``(images, labels)``: float32 ``(B, S, S, 3)`` normalised with
+``MEAN_RGB``/``STDDEV_RGB``, and float32 ``(B, num_classes)`` one-hot (eval) or
+soft (train) labels. Only TensorFlow ops run inside the pipeline, so it feeds
+``model.fit`` on the TensorFlow, JAX or PyTorch backend alike.
+
+Determinism: with ``seed`` set, every random draw uses a stateless seed derived
+from ``(seed, host_index)`` and the example's position in the stream, the
+shuffle is seeded and ``tf.data`` runs with ``deterministic=True``: the same
+seed gives the same batches, whatever the parallelism. With ``seed=None`` a
+random seed is drawn and ``tf.data`` may reorder elements for speed.
+
+Multi-host: pass ``input_context`` (a ``tf.distribute.InputContext``, e.g.
+inside ``strategy.distribute_datasets_from_function``; batches are then per
+replica) or ``num_hosts`` and ``host_index`` (batches are per host,
+``global_batch_size // num_hosts``). Examples are split with
+``dataset.shard(num_hosts, host_index)`` before shuffling, so hosts never see
+the same example within an epoch.
+
+Benchmarks: :func:`measure_throughput` times any dataset, and
+:func:`benchmark_input_pipeline` (also ``python -m nfnet_keras.data.pipeline``)
+builds and times a pipeline.
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from nfnet_keras.data import augment
+from nfnet_keras.data import sources as datasets
+
+__all__ = [
+    "make_train_dataset",
+    "make_eval_dataset",
+    "randaugment_for_variant",
+    "measure_throughput",
+    "benchmark_input_pipeline",
+]
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def randaugment_for_variant(variant):
+    """``(num_layers, magnitude)`` of a variant: F0 (4, 5), F1-F2 (4, 10), F3+ (4, 15)."""
+    from nfnet_keras.models.variants import get_config  # noqa: PLC0415
+
+    return tuple(get_config(variant)["randaugment"])
+
+
+def _resolve_randaugment(randaugment):
+    if randaugment is None:
+        return None
+    if isinstance(randaugment, str):
+        randaugment = randaugment_for_variant(randaugment)
+    try:
+        num_layers, magnitude = randaugment
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"randaugment must be None, a variant name or (num_layers, magnitude). Received: {randaugment!r}"
+        ) from err
+    if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or num_layers < 0:
+        raise ValueError(f"RandAugment num_layers must be a non-negative int. Received: {num_layers!r}")
+    if not isinstance(magnitude, (int, float, np.integer, np.floating)) or magnitude < 0:
+        raise ValueError(f"RandAugment magnitude must be a non-negative number. Received: {magnitude!r}")
+    if num_layers == 0:
+        return None
+    return int(num_layers), magnitude
+
+
+def _host_setup(global_batch_size, input_context, num_hosts, host_index):
+    """Return (local batch size, number of shards, shard index)."""
+    if isinstance(global_batch_size, bool) or not isinstance(global_batch_size, (int, np.integer)):
+        raise ValueError(f"global_batch_size must be a positive int. Received: {global_batch_size!r}")
+    if global_batch_size <= 0:
+        raise ValueError(f"global_batch_size must be a positive int. Received: {global_batch_size!r}")
+    if input_context is not None:
+        local = input_context.get_per_replica_batch_size(int(global_batch_size))
+        return int(local), int(input_context.num_input_pipelines), int(input_context.input_pipeline_id)
+    num_hosts, host_index = int(num_hosts), int(host_index)
+    if num_hosts < 1 or not 0 <= host_index < num_hosts:
+        raise ValueError(f"need num_hosts >= 1 and 0 <= host_index < num_hosts. Received: {num_hosts}, {host_index}")
+    if global_batch_size % num_hosts:
+        raise ValueError(
+            f"global_batch_size {global_batch_size} is not divisible by num_hosts {num_hosts}"
+        )
+    return int(global_batch_size) // num_hosts, num_hosts, host_index
+
+
+def _resolve_source(source, data_dir, manual_dir, skip_corrupt, verify):
+    return datasets.load_source(
+        source, data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt, verify=verify
+    )
+
+
+def _resolve_num_classes(source, num_classes):
+    if num_classes is None:
+        return source.num_classes
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise ValueError(f"num_classes must be an int. Received: {num_classes!r}")
+    if num_classes < source.num_classes:
+        raise ValueError(
+            f"num_classes={num_classes} is smaller than the {source.num_classes} classes of {source.name!r}"
+        )
+    return int(num_classes)
+
+
+def _options(deterministic, sharded):
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    options.experimental_optimization.map_parallelization = True
+    options.experimental_optimization.parallel_batch = True
+    if sharded:
+        # Already split per host: keep tf.distribute from sharding again.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options
+
+
+def make_train_dataset(
+    source,
+    global_batch_size,
+    image_size,
+    randaugment=(4, 5),
+    seed=None,
+    num_classes=None,
+    input_context=None,
+    num_hosts=1,
+    host_index=0,
+    *,
+    split="train",
+    mixup_cutmix=True,
+    mixup_alpha=0.2,
+    random_crop=True,
+    random_flip=True,
+    crop_area_range=(0.08, 1.0),
+    translate_const=augment.TRANSLATE_CONST,
+    cutout_const=augment.CUTOUT_CONST,
+    dm_quirks=True,
+    shuffle_buffer=None,
+    data_dir=None,
+    manual_dir=None,
+    skip_corrupt=False,
+    verify=True,
+    start_step=0,
+):
+    """The NFNet training pipeline: an infinite dataset of ``(images, soft labels)``.
+
+    Args:
+        source: anything :func:`nfnet_keras.data.sources.load_source` accepts
+            (``None``/``"cifar10_sample"``, an npz or folder path, ``"tfds:NAME"``)
+            or an :class:`~nfnet_keras.data.sources.ImageSource`.
+        global_batch_size: batch size summed over all hosts/replicas.
+        image_size: training size ``S`` (the variant's ``train_imsize``), int or
+            ``(h, w)``.
+        randaugment: ``(N, M)``, a variant name (``"F0"`` -> ``(4, 5)``), or
+            ``None`` / ``(0, M)`` for none. DeepMind: 405 for F0, 410 for F1-F2,
+            415 for F3 and up.
+        seed: int for a reproducible stream, or ``None``.
+        num_classes: label width (default: the source's class count).
+        input_context: a ``tf.distribute.InputContext``; overrides ``num_hosts``
+            and ``host_index`` and makes batches per replica.
+        num_hosts, host_index: shard the examples over hosts.
+        split: ``"train"`` (default) or another split of the source.
+        mixup_cutmix: MixUp on the first half / CutMix on the second half of
+            each batch (needs an even per-host batch). ``False`` gives one-hot labels.
+        mixup_alpha: MixUp Beta parameter (DeepMind: 0.2).
+        random_crop, random_flip: the Inception crop and the horizontal flip;
+            with ``random_crop=False`` the whole image is squash-resized.
+        crop_area_range: area range of the Inception crop (DeepMind: 0.08-1).
+        translate_const, cutout_const: RandAugment pixel constants at
+            magnitude 10 (DeepMind: 100 and 40, sized for 224 px images).
+        dm_quirks: reproduce DeepMind's Solarize/Contrast uint8 behaviour
+            (see :mod:`nfnet_keras.data.augment`).
+        shuffle_buffer: default: the whole shard for in-memory and folder
+            sources, 10,000 for TFDS.
+        data_dir, manual_dir, skip_corrupt, verify: passed to ``load_source``.
+        start_step: the first batch to produce: batch ``k`` of a stream started at
+            ``start_step=j`` equals batch ``j + k`` of a stream started at 0 (every
+            random draw is keyed by the example's position, and the skip happens on
+            the raw, undecoded examples, so resuming costs no augmentation work).
+
+    Returns:
+        A repeated ``tf.data.Dataset`` of ``(float32 (B, S, S, 3), float32 (B, C))``
+        with a static batch dimension ``B``.
+    """
+    src = _resolve_source(source, data_dir, manual_dir, skip_corrupt, verify)
+    classes = _resolve_num_classes(src, num_classes)
+    size = augment._pair(image_size)  # noqa: SLF001
+    ra = _resolve_randaugment(randaugment)
+    local_batch, shards, index = _host_setup(global_batch_size, input_context, num_hosts, host_index)
+    if mixup_cutmix and local_batch % 2:
+        raise ValueError(
+            f"MixUp + CutMix needs an even per-host batch (half MixUp, half CutMix); got {local_batch}"
+        )
+    deterministic = seed is not None
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
+    seed = int(seed)
+    base = tf.constant([seed, index], dtype=tf.int64)
+    example_key = tf.random.experimental.stateless_fold_in(base, 0)
+    augment_key = tf.random.experimental.stateless_fold_in(base, 1)
+
+    ds = src.make_dataset(
+        split,
+        num_shards=shards,
+        shard_index=index,
+        shuffle=True,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer,
+        repeat=True,
+    )
+    start_step = int(start_step)
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    per_step = (2 if mixup_cutmix else 1) * local_batch
+    ds = ds.enumerate().skip(start_step * per_step)
+
+    def prepare(count, example):
+        raw, label = example
+        key = tf.random.experimental.stateless_fold_in(example_key, count)
+        transform_key, mixup_key, box_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
+        image = augment.train_transform(
+            src.decode(raw), size, transform_key, random_crop, random_flip, crop_area_range
+        )
+        out = {"images": image, "labels": tf.one_hot(label, classes, dtype=tf.float32)}
+        if mixup_cutmix:
+            out["mixup_ratio"] = augment.sample_mixup_ratio(mixup_key, mixup_alpha)
+            out["cutmix_box"] = augment.sample_cutmix_box(size[0], size[1], box_key)
+        return out
+
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+
+    if mixup_cutmix:
+        ds = ds.batch(2 * local_batch, drop_remainder=True)
+
+        def mix(batch):
+            masks = augment.cutmix_mask(size[0], size[1], batch["cutmix_box"])
+            return augment.mixup_cutmix(batch["images"], batch["labels"], batch["mixup_ratio"], masks)
+
+        ds = ds.map(mix, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = ds.unbatch()
+    else:
+        ds = ds.map(lambda ex: (ex["images"], ex["labels"]))
+
+    if ra is not None:
+        num_layers, magnitude = ra
+
+        def rand_augment(count, example):
+            image, labels = example
+            key = tf.random.experimental.stateless_fold_in(augment_key, count)
+            image = augment.randaugment(
+                image,
+                num_layers,
+                magnitude,
+                key,
+                translate_const=translate_const,
+                cutout_const=cutout_const,
+                dm_quirks=dm_quirks,
+            )
+            return augment.normalize(image), labels
+
+        ds = ds.enumerate(start=start_step * local_batch).map(rand_augment, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = ds.batch(local_batch, drop_remainder=True)
+    else:
+        ds = ds.batch(local_batch, drop_remainder=True)
+        ds = ds.map(lambda x, y: (augment.normalize(x), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    ds = ds.prefetch(AUTOTUNE)
+    return ds.with_options(_options(deterministic, shards > 1 or input_context is not None))
+
+
+def make_eval_dataset(
+    source,
+    global_batch_size,
+    image_size,
+    num_classes=None,
+    input_context=None,
+    num_hosts=1,
+    host_index=0,
+    *,
+    split="eval",
+    crop_padding=32,
+    drop_remainder=False,
+    data_dir=None,
+    manual_dir=None,
+    skip_corrupt=False,
+    verify=True,
+):
+    """The evaluation pipeline: one pass of ``(images, one-hot labels)`` in source order.
+
+    Each image is squash-resized to ``S + crop_padding`` (bicubic, no
+    antialiasing), centre-cropped to ``S`` and normalised: DeepMind's
+    ``resize_crop_32``, identical to
+    :func:`nfnet_keras.preprocessing.transform.eval_transform` on the TensorFlow backend.
+
+    Args:
+        source, num_classes, input_context, num_hosts, host_index, data_dir,
+            manual_dir, skip_corrupt, verify: as in :func:`make_train_dataset`.
+        global_batch_size: summed over hosts/replicas.
+        image_size: ``S`` (the variant's ``test_imsize``).
+        split: ``"eval"`` (the source's validation/val/test split) by default.
+        crop_padding: pixels added before the centre crop (DeepMind: 32).
+        drop_remainder: drop a last, smaller batch (default: keep it).
+    """
+    src = _resolve_source(source, data_dir, manual_dir, skip_corrupt, verify)
+    classes = _resolve_num_classes(src, num_classes)
+    size = augment._pair(image_size)  # noqa: SLF001
+    local_batch, shards, index = _host_setup(global_batch_size, input_context, num_hosts, host_index)
+    ds = src.make_dataset(split, num_shards=shards, shard_index=index, shuffle=False, repeat=False)
+
+    def prepare(raw, label):
+        image = augment.eval_transform(src.decode(raw), size, crop_padding)
+        return augment.normalize(image), tf.one_hot(label, classes, dtype=tf.float32)
+
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.batch(local_batch, drop_remainder=drop_remainder)
+    ds = ds.prefetch(AUTOTUNE)
+    return ds.with_options(_options(True, shards > 1 or input_context is not None))
+
+
+def measure_throughput(dataset, num_batches=20, warmup_batches=3):
+    """Time ``num_batches`` batches of ``dataset`` after ``warmup_batches``.
+
+    Returns a dict: ``images_per_second``, ``batches_per_second``, ``images``,
+    ``batches``, ``seconds``. Batches are pulled as tensors (no host copy).
+    """
+    if num_batches < 1:
+        raise ValueError(f"num_batches must be >= 1. Received: {num_batches}")
+    iterator = iter(dataset)
+    for _ in range(int(warmup_batches)):
+        next(iterator)
+    images = 0
+    start = time.perf_counter()
+    for _ in range(int(num_batches)):
+        batch = next(iterator)
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
+        images += int(first.shape[0])
+    seconds = time.perf_counter() - start
+    return {
+        "images_per_second": images / seconds,
+        "batches_per_second": num_batches / seconds,
+        "images": images,
+        "batches": int(num_batches),
+        "seconds": seconds,
+    }
+
+
+def benchmark_input_pipeline(
+    source=None,
+    image_size=32,
+    batch_size=64,
+    randaugment=(4, 5),
+    num_batches=20,
+    warmup_batches=3,
+    seed=0,
+    train=True,
+    **kwargs,
+):
+    """Build a train (or eval) pipeline and time it with :func:`measure_throughput`.
+
+    Extra keyword arguments go to :func:`make_train_dataset` /
+    :func:`make_eval_dataset`. The returned dict also has ``setup_seconds``
+    (source loading and verification, graph building).
+    """
+    start = time.perf_counter()
+    if train:
+        dataset = make_train_dataset(source, batch_size, image_size, randaugment=randaugment, seed=seed, **kwargs)
+    else:
+        dataset = make_eval_dataset(source, batch_size, image_size, **kwargs).repeat()
+    setup = time.perf_counter() - start
+    result = measure_throughput(dataset, num_batches=num_batches, warmup_batches=warmup_batches)
+    result["setup_seconds"] = setup
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Measure the NFNet input pipeline's throughput.")
+    parser.add_argument("--source", default=None, help="dataset (default: the bundled CIFAR-10 sample)")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--randaugment", type=int, nargs=2, default=(4, 5), metavar=("N", "M"))
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval", action="store_true", help="time the evaluation pipeline instead")
+    parser.add_argument("--skip-corrupt", action="store_true")
+    args = parser.parse_args(argv)
+    kwargs = {"skip_corrupt": args.skip_corrupt}
+    if args.eval:
+        result = benchmark_input_pipeline(
+            args.source, args.image_size, args.batch_size, None, args.batches, args.warmup, train=False, **kwargs
+        )
+    else:
+        result = benchmark_input_pipeline(
+            args.source,
+            args.image_size,
+            args.batch_size,
+            tuple(args.randaugment),
+            args.batches,
+            args.warmup,
+            seed=args.seed,
+            **kwargs,
+        )
+    print(
+        f"{'eval' if args.eval else 'train'} pipeline, {args.source or datasets.BUNDLED_SAMPLE}, "
+        f"{args.image_size} px, batch {args.batch_size}: {result['images_per_second']:.1f} images/s "
+        f"({result['batches']} batches in {result['seconds']:.2f} s; setup {result['setup_seconds']:.2f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

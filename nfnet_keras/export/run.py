@@ -1,0 +1,287 @@
+"""The export behind `export.py`: SavedModel, TFLite files, summary and parity table.
+
+`run(settings)` takes the command-line settings (a dict with the keys of
+`export.py`'s flags), writes
+
+- `<export_dir>/<name>/<version>/`: the SavedModel (`nfnet_keras.export.savedmodel`),
+- `<export_dir>/<name>_tflite/<version>/<name>_<flavour>.tflite` for each
+  requested TFLite flavour (`nfnet_keras.export.tflite`),
+
+each through a staging directory renamed into place at the end, prints what it
+wrote (paths, sizes, signatures, TFLite tensor details, how long each step
+took) and a parity table against the Keras model on real images, and returns
+the same as a dict. TensorFlow backend only.
+"""
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from nfnet_keras.export import tflite as litert
+from nfnet_keras import preprocessing
+from nfnet_keras.export import savedmodel
+from nfnet_keras.export.savedmodel import ExportError
+
+__all__ = ["DEFAULTS", "run", "parity_table", "format_summary", "directory_size"]
+
+#: Settings `run` accepts, with their defaults (the flags of `export.py`).
+DEFAULTS = {
+    "model": None,
+    "variant": None,
+    "weights": None,
+    "ema": None,
+    "image_size": None,
+    "crop_padding": None,
+    "class_names": None,
+    "classes": None,
+    "export_dir": "exports",
+    "name": None,
+    "version": None,
+    "overwrite": False,
+    "top_k": 5,
+    "tflite": (),
+    "representative_images": None,
+    "representative_count": 100,
+    "parity": True,
+    "parity_images": None,
+    "parity_count": 100,
+}
+
+
+def _check_folder(path, flag):
+    if path is not None and not os.path.isdir(path):
+        raise ExportError(f"--{flag}: folder not found: {path}")
+
+
+def run(settings, print_fn=print):
+    """Exports as `settings` say; returns the results dict (see the module docstring).
+
+    Raises:
+        ExportError: for bad input, before anything is written.
+    """
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise ExportError(f"unknown export settings {unknown}")
+    settings = {**DEFAULTS, **settings}
+    savedmodel.require_tensorflow_backend()
+    # ---- cheap checks first -----------------------------------------------------
+    try:
+        flavours = litert.parse_flavours(settings["tflite"])
+    except ValueError as error:
+        raise ExportError(str(error)) from error
+    for key in ("top_k", "version", "representative_count", "parity_count"):
+        savedmodel.check_integer(settings[key], key)
+    if settings["name"] is not None:
+        savedmodel.check_name(settings["name"])
+    if "int8_full" in flavours:
+        _check_folder(settings["representative_images"], "representative_images")
+    if settings["parity"]:
+        _check_folder(settings["parity_images"], "parity_images")
+    timings = {}
+
+    started = time.time()
+    export_model = savedmodel.load_export_model(
+        model_path=settings["model"],
+        variant=settings["variant"],
+        weights=settings["weights"],
+        ema=settings["ema"],
+        image_size=settings["image_size"],
+        crop_padding=settings["crop_padding"],
+        class_names_file=settings["class_names"],
+        classes=settings["classes"],
+    )
+    timings["load the model"] = time.time() - started
+    name = savedmodel.check_name(settings["name"] or export_model.model.name)
+    export_dir = os.path.abspath(settings["export_dir"])
+    base = os.path.join(export_dir, name)
+    tflite_base = os.path.join(export_dir, f"{name}_tflite")
+    version = settings["version"] or savedmodel.next_version(base, tflite_base)
+    saved_model_dir = os.path.join(base, str(version))
+    tflite_dir = os.path.join(tflite_base, str(version))
+    targets = [saved_model_dir] + ([tflite_dir] if flavours else [])
+
+    tflite_files = {}
+    with savedmodel.VersionWriter(targets, overwrite=settings["overwrite"]) as writer:
+        step = time.time()
+        archive, folded, top_k = savedmodel.build_archive(export_model, top_k=settings["top_k"])
+        staged = writer.staging(saved_model_dir)
+        archive.write_out(staged, verbose=False)
+        timings["fold, trace and write the SavedModel"] = time.time() - step
+        if "int8_full" in flavours:
+            step = time.time()
+            calibration = litert.representative_pixels(
+                export_model.image_size,
+                export_model.crop_padding,
+                folder=settings["representative_images"],
+                count=settings["representative_count"],
+            )
+            timings[f"read {len(calibration)} representative images"] = time.time() - step
+        for flavour in flavours:
+            step = time.time()
+            contents = litert.convert(staged, flavour, calibration if flavour == "int8_full" else None)
+            file_name = f"{name}_{flavour}.tflite"
+            with open(os.path.join(writer.staging(tflite_dir), file_name), "wb") as handle:
+                handle.write(contents)
+            tflite_files[flavour] = os.path.join(tflite_dir, file_name)
+            timings[f"TFLite {flavour}"] = time.time() - step
+
+    results = {
+        "source": export_model.source,
+        "variant": export_model.variant,
+        "image_size": export_model.image_size,
+        "crop_padding": export_model.crop_padding,
+        "num_classes": export_model.num_classes,
+        "top_k": top_k,
+        "version": version,
+        "saved_model": {
+            "path": saved_model_dir,
+            "bytes": directory_size(saved_model_dir),
+            "signatures": savedmodel.describe_signatures(saved_model_dir),
+        },
+        "tflite": {
+            flavour: {"path": path, "bytes": os.path.getsize(path), "details": litert.describe(path)}
+            for flavour, path in tflite_files.items()
+        },
+        "timings": timings,
+    }
+    if settings["parity"]:
+        step = time.time()
+        results["parity"] = parity_table(
+            export_model,
+            folded,
+            saved_model_dir,
+            tflite_files,
+            folder=settings["parity_images"],
+            count=settings["parity_count"],
+        )
+        results["parity_images"] = settings["parity_images"] or "the bundled CIFAR-10 sample, test split"
+        timings["parity check"] = time.time() - step
+    results["wall_time_seconds"] = time.time() - started
+    for line in format_summary(results):
+        print_fn(line)
+    return results
+
+
+def directory_size(path):
+    """Total size in bytes of the files under `path`."""
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
+def _call(signature, key, inputs, batch_size=16):
+    outputs = [
+        signature(**{key: tf.constant(inputs[start : start + batch_size])})["probabilities"].numpy()
+        for start in range(0, len(inputs), batch_size)
+    ]
+    return np.concatenate(outputs, axis=0)
+
+
+def _row(artifact, inputs, probabilities, reference):
+    return {
+        "artifact": artifact,
+        "inputs": inputs,
+        "images": int(len(reference)),
+        "max_abs_diff": float(np.max(np.abs(probabilities - reference))),
+        "top1_agreement": float(np.mean(np.argmax(probabilities, -1) == np.argmax(reference, -1))),
+    }
+
+
+def parity_table(export_model, folded, saved_model_dir, tflite_files, folder=None, count=100):
+    """Max |probability difference| and top-1 agreement of every artifact against the Keras model.
+
+    The reference is the (unfolded) Keras model with the exported weights on
+    `nfnet_keras.prepare_images` of the same encoded images; the uint8
+    endpoint is compared with the Keras model on the same rounded pixels.
+    Images: `count` spread over `folder`, or over the bundled CIFAR-10 test split.
+    """
+    size, padding = export_model.image_size, export_model.crop_padding
+    _, encoded = litert.encoded_images(folder, count, split="test")
+    reference = export_model.probabilities(preprocessing.prepare_images(encoded, size, padding))
+    pixels = litert.eval_pixels(encoded, size, padding)
+    pixels_uint8 = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+    reference_uint8 = export_model.probabilities(np.asarray(preprocessing.preprocess_input(pixels_uint8)))
+
+    folded_outputs = np.asarray(folded.predict(preprocessing.prepare_images(encoded, size, padding), verbose=0))
+    if export_model.logits:
+        folded_outputs = savedmodel._softmax(folded_outputs)
+    loaded = tf.saved_model.load(saved_model_dir)
+    signatures = loaded.signatures
+    rows = [
+        _row("Keras, folded", "normalised pixels", folded_outputs, reference),
+        _row(
+            "SavedModel serving_default",
+            "encoded images",
+            _call(signatures["serving_default"], "images", np.asarray(encoded, dtype=object)),
+            reference,
+        ),
+        _row(
+            "SavedModel predict_pixels",
+            "float32 pixels",
+            _call(signatures["predict_pixels"], "pixels", pixels),
+            reference,
+        ),
+        _row(
+            "SavedModel predict_pixels_uint8",
+            "uint8 pixels (vs Keras on the same)",
+            _call(signatures["predict_pixels_uint8"], "pixels", pixels_uint8),
+            reference_uint8,
+        ),
+    ]
+    for flavour, path in tflite_files.items():
+        inputs = "int8 pixels (quantised)" if flavour == "int8_full" else "float32 pixels"
+        rows.append(_row(f"TFLite {flavour}", inputs, litert.run(path, pixels), reference))
+    return rows
+
+
+def _megabytes(size):
+    return f"{size / 1e6:.1f} MB"
+
+
+def _shape(shape):
+    return "unknown rank" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def format_summary(results):
+    """The printed summary of `run`, as a list of lines."""
+    lines = [
+        f"Exported {results['source']}",
+        f"  input {results['image_size']}x{results['image_size']} (squash-resize to "
+        f"{results['image_size'] + results['crop_padding']}, centre crop), {results['num_classes']} classes, "
+        f"top-{results['top_k']}",
+        "",
+        f"SavedModel (TF Serving version {results['version']}): {results['saved_model']['path']}  "
+        f"{_megabytes(results['saved_model']['bytes'])}",
+    ]
+    signatures = results["saved_model"]["signatures"]
+    for key in sorted(signatures, key=lambda k: (k != "serving_default", k)):
+        signature = signatures[key]
+        lines.append(f"  signature {key!r} ({signature['method']}, tags {signature['tags']})")
+        for kind in ("inputs", "outputs"):
+            for tensor, (dtype, shape) in signature[kind].items():
+                lines.append(f"    {kind[:-1]:<6s} {tensor}: {dtype} {_shape(shape)}")
+    for flavour, info in results["tflite"].items():
+        lines.append("")
+        lines.append(f"TFLite {flavour} ({litert.FLAVOURS[flavour]}): {info['path']}  {_megabytes(info['bytes'])}")
+        lines.extend("  " + line for line in litert.format_details(info["details"]))
+    if "parity" in results:
+        rows = results["parity"]
+        lines.append("")
+        lines.append(
+            f"Parity against the Keras model on {rows[0]['images']} images ({results['parity_images']}); "
+            "probabilities:"
+        )
+        lines.append("| artifact | input | max abs diff | top-1 agreement |")
+        lines.append("|---|---|---|---|")
+        for row in rows:
+            lines.append(
+                f"| {row['artifact']} | {row['inputs']} | {row['max_abs_diff']:.2e} "
+                f"| {100 * row['top1_agreement']:.1f} % |"
+            )
+    lines.append("")
+    lines.append("Time: " + "; ".join(f"{k} {v:.1f} s" for k, v in results["timings"].items()))
+    lines.append(f"Wall time {results['wall_time_seconds']:.1f} s.")
+    return lines

@@ -1,0 +1,207 @@
+"""Scaled weight-standardised 2-D convolution (`WSConv2D`)."""
+
+import functools
+import math
+import os
+
+import keras
+from keras import ops
+
+GROUPED_CONV_MODES = ("auto", "native", "split")
+
+
+@keras.saving.register_keras_serializable(package="nfnet_keras")
+class WSConv2D(keras.layers.Layer):
+    """2-D convolution with scaled weight standardisation, as in DeepMind's NFNets.
+
+    Each output channel's kernel is standardised over (kh, kw, in/groups) with
+    the population variance, then scaled by a learnable gain:
+
+        W_hat = (W - mean) * gain / sqrt(max(fan_in * var, eps))
+
+    `eps` (1e-4) is a floor under `fan_in * var`, not a term added to the
+    variance.  The standardisation is recomputed at every call from the raw
+    kernel, always in float32 (also under `mixed_bfloat16`/`mixed_float16`),
+    and a bias is always added.  Padding is TensorFlow's "SAME" (the extra pixel
+    of an even input at stride 2 goes bottom/right).
+
+    Keras' `Conv2D` is not reused: its kernel is autocast to the compute dtype
+    inside `call`, and it has no gain or standardisation hook.
+
+    With `standardize=False` the layer is the folded inference form: a plain
+    convolution whose `kernel` already holds `W_hat` (no gain weight, nothing
+    recomputed per call); `nfnet_keras.models.fold_weight_standardization` builds it.
+
+    Args:
+        filters: number of output channels.
+        kernel_size: int or (kh, kw).
+        strides: int or (sh, sw).
+        groups: number of channel groups (grouped convolution).
+        eps: floor under `fan_in * var`.
+        standardize: False for the folded inference form (see above).
+        kernel_initializer, bias_initializer, gain_initializer: initialisers.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        groups=1,
+        eps=1e-4,
+        standardize=True,
+        kernel_initializer=None,
+        bias_initializer="zeros",
+        gain_initializer="ones",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.strides = _pair(strides, "strides")
+        self.groups = int(groups)
+        if self.groups < 1 or self.filters % self.groups:
+            raise ValueError(f"filters={filters} must be a positive multiple of groups={groups}")
+        self.eps = float(eps)
+        self.standardize = bool(standardize)
+        # DeepMind: VarianceScaling(1.0, 'fan_in', 'normal') = plain normal, std 1/sqrt(fan_in).
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer
+            or keras.initializers.VarianceScaling(1.0, "fan_in", "untruncated_normal")
+        )
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.gain_initializer = keras.initializers.get(gain_initializer)
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1]
+        if in_channels is None:
+            raise ValueError(f"{self.name}: the channel dimension of the input must be known")
+        if in_channels % self.groups:
+            raise ValueError(
+                f"{self.name}: input channels {in_channels} are not divisible by groups={self.groups}"
+            )
+        kernel_shape = self.kernel_size + (in_channels // self.groups, self.filters)
+        # autocast=False: the standardisation reads the float32 master weights.
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=kernel_shape,
+            initializer=self.kernel_initializer,
+            autocast=not self.standardize,
+        )
+        self.gain = None
+        if self.standardize:
+            self.gain = self.add_weight(
+                name="gain", shape=(self.filters,), initializer=self.gain_initializer, autocast=False
+            )
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
+
+    @property
+    def fan_in(self):
+        return math.prod(self.kernel_size) * (self.kernel.shape[2])
+
+    def standardized_kernel(self):
+        """The float32 kernel `W_hat` the convolution uses (what export folds in)."""
+        if not self.standardize:
+            return ops.cast(ops.convert_to_tensor(self.kernel), "float32")
+        kernel = ops.convert_to_tensor(self.kernel)
+        kernel = ops.cast(kernel, "float32")
+        mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
+        var = ops.var(kernel, axis=(0, 1, 2), keepdims=True)
+        scale = ops.rsqrt(ops.maximum(var * self.fan_in, self.eps)) * ops.cast(self.gain, "float32")
+        return kernel * scale - mean * scale
+
+    def call(self, inputs):
+        kernel = self.kernel if not self.standardize else ops.cast(self.standardized_kernel(), self.compute_dtype)
+        return conv2d_same(inputs, kernel, self.strides, self.groups) + self.bias
+
+    def compute_output_shape(self, input_shape):
+        spatial = [
+            None if size is None else -(-size // stride)
+            for size, stride in zip(input_shape[1:3], self.strides)
+        ]
+        return (input_shape[0], *spatial, self.filters)
+
+    def count_macs(self, height, width):
+        """Multiply-accumulates for one image of `height` x `width` input pixels."""
+        out_h, out_w = -(-height // self.strides[0]), -(-width // self.strides[1])
+        macs = out_h * out_w * self.filters * self.fan_in
+        return macs, (out_h, out_w)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "groups": self.groups,
+                "eps": self.eps,
+                "standardize": self.standardize,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "gain_initializer": keras.initializers.serialize(self.gain_initializer),
+            }
+        )
+        return config
+
+
+def conv2d_same(inputs, kernel, strides, groups):
+    """"SAME" convolution; grouped ones as one op or as `groups` convs, see `grouped_conv_mode`."""
+    if groups == 1 or grouped_conv_mode() == "native":
+        return ops.conv(inputs, kernel, strides=strides, padding="same")
+    # Group g reads input channels [g*k, (g+1)*k) and writes output channels
+    # [g*n, (g+1)*n): the same function as the grouped op, term for term.
+    xs = ops.split(inputs, groups, axis=-1)
+    ks = ops.split(kernel, groups, axis=-1)
+    return ops.concatenate(
+        [ops.conv(x, k, strides=strides, padding="same") for x, k in zip(xs, ks)], axis=-1
+    )
+
+
+def grouped_conv_mode():
+    """How grouped convolutions run: "native" (one grouped op) or "split".
+
+    "split" runs one plain convolution per group and concatenates.  On CPUs
+    that is the fast form: XLA:CPU's gradient of a grouped convolution is
+    10-20x slower than the per-group convolutions' (F0's strided stage-3
+    3x3, batch 8: 0.98 s vs 0.09 s forward+backward, `benchmarks/conv_groups.py`),
+    and TensorFlow's oneDNN path is no faster grouped than split.  On GPUs
+    and TPUs the grouped op is the fast one.  The environment variable
+    `NFNET_GROUPED_CONV` (`auto`, `native` or `split`) overrides the choice;
+    `auto` (the default) picks "split" when the default device is a CPU.
+    The mode is read when a function is traced, so set it before building
+    or compiling.
+    """
+    mode = os.environ.get("NFNET_GROUPED_CONV", "auto")
+    if mode not in GROUPED_CONV_MODES:
+        raise ValueError(f"NFNET_GROUPED_CONV={mode!r}: choose one of {GROUPED_CONV_MODES}")
+    if mode == "auto":
+        return "split" if _default_device_is_cpu() else "native"
+    return mode
+
+
+@functools.cache
+def _default_device_is_cpu():
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU") and not tf.config.list_logical_devices("TPU")
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    if backend == "torch":
+        import torch
+
+        return not torch.cuda.is_available()
+    return True
+
+
+def _pair(value, name):
+    if isinstance(value, int):
+        return (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise ValueError(f"{name} must be an int or a pair, got {value}")
+    return value

@@ -1,0 +1,310 @@
+"""NFNet-F models (DeepMind's `nfnet.py`) as `NFModel`s, in the `keras.applications` style."""
+
+import math
+import os
+
+import keras
+
+from nfnet_keras.models import variants
+from nfnet_keras.models.base import IMAGENET_CLASSES, NFModel
+from nfnet_keras.preprocessing.settings import EvalPreprocessing
+from nfnet_keras.weights import loading
+from nfnet_keras.models.layers import NFBlock, ScaledActivation, WSConv2D
+
+_APPLICATION_DOC = """Instantiates the NFNet-{variant} architecture (Brock et al., 2021).
+
+    Numerically the same function as DeepMind's Haiku `NFNet(variant='{variant}')`
+    in evaluation mode. Inputs are RGB images normalised with
+    `nfnet_keras.preprocess_input` (ImageNet mean/std on 0-255 values), NHWC.
+    The default size is the variant's test resolution ({test_imsize} px); the
+    network is fully convolutional, so any size >= 32 px works.
+
+    Args:
+        include_top: whether to include the classifier (`predictions`).
+        weights: `None` (random init), `"imagenet"` (DeepMind's checkpoint,
+            converted and cached on first use) or the path of a weights file:
+            a DeepMind checkpoint, a timm `dm_nfnet_*` `.safetensors`, a Keras
+            `.weights.h5` or a converted `.npz`.
+        input_tensor: optional Keras tensor to use as image input.
+        input_shape: optional `(height, width, 3)`; `(None, None, 3)` for
+            dynamic spatial size.
+        pooling: with `include_top=False`: `None` (4-D feature map), `"avg"`
+            or `"max"` (global pooling to 2-D).
+        classes: number of classes with `include_top=True`. With pretrained
+            weights and `classes != 1000` everything but the classifier is
+            loaded, for fine-tuning.
+        classifier_activation: activation of the classifier, `None` for
+            logits. Pretrained top weights allow only `None` or `"softmax"`.
+        name: model name.
+        **kwargs: passed to `nfnet_keras.NFNet` (`drop_rate`,
+            `stochdepth_rate`, `seed`, architecture overrides).
+
+    Returns:
+        A `keras.Model`.
+    """
+
+
+def NFNet(
+    variant="F0",
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name=None,
+    stochdepth_rate=0.1,
+    seed=None,
+    remat=False,
+    **config_overrides,
+):
+    """Builds an NFNet from the variant table or a custom configuration.
+
+    Args:
+        variant: `"F0"` ... `"F7"`, `"F0+"` ... `"F7+"`, a small configuration
+            (`"nano"`, `"micro"`), or a dict of configuration keys
+            (see `nfnet_keras.models.variants.CONFIG_KEYS`).
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name: as in `keras.applications` (see
+            `NFNetF0`).
+        stochdepth_rate: stochastic-depth rate of the last block; block i of
+            N gets `rate * i / N` (DeepMind's rule). 0.1 is the reference
+            constructor default; the paper's training recipe uses 0.25.
+        seed: optional seed for stochastic depth and dropout.
+        remat: recompute each block's residual branch during the backward
+            pass instead of storing its activations (`keras.remat`), for
+            training the large variants in less memory; see
+            benchmarks/RESULTS.md for the measured saving and cost.
+        **config_overrides: architecture keys overriding the variant's values:
+            `widths`, `depths`, `strides`, `stem_widths`, `group_width`,
+            `expansion`, `big_width`, `alpha`, `se_ratio`, `final_conv_mult`,
+            `activation`, `use_two_convs`, `drop_rate`, plus `train_imsize`,
+            `test_imsize` (default input size), `randaugment`.
+
+    Returns:
+        An `NFModel`: a functional `keras.Model` that also carries its
+        evaluation preprocessing (`model.preprocessing`: the input size, the
+        variant's crop padding, bicubic, ImageNet mean/std) and its class names
+        (`model.class_names`: ImageNet's with ImageNet weights). Layer names follow DeepMind's structure:
+        `stem_conv0..3`, `nf_block_{i}` (each with `conv0`, `conv1`,
+        `conv1b`, `conv2`, optional `conv_shortcut`, `squeeze_excite`,
+        `skip_gain`), `final_conv`, `predictions`. The output of stage k
+        (1-based) is the layer `stage{k}`.
+    """
+    config = variants.get_config(variant, **config_overrides)
+    variant_name = variants.canonical_name(variant) if isinstance(variant, str) else None
+    _validate_arguments(variant_name, include_top, weights, pooling, classes, classifier_activation)
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            "NFNet supports only the 'channels_last' image data format (DeepMind's weights are NHWC/HWIO); "
+            "set keras.config.set_image_data_format('channels_last')."
+        )
+    input_shape = _input_shape(input_shape, input_tensor, config["test_imsize"], include_top, weights)
+
+    if input_tensor is None:
+        img_input = keras.layers.Input(shape=input_shape, name="images")
+    elif not keras.backend.is_keras_tensor(input_tensor):
+        img_input = keras.layers.Input(tensor=input_tensor, shape=input_shape, name="images")
+    else:
+        img_input = input_tensor
+
+    x = _stem(img_input, config)
+    x = _body(x, config, stochdepth_rate, seed, remat)
+    final_channels = int(config["final_conv_mult"] * config["widths"][-1])
+    x = WSConv2D(final_channels, 1, name="final_conv")(x)
+    x = ScaledActivation(config["activation"], name="final_act")(x)
+
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if config["drop_rate"] > 0:
+            x = keras.layers.Dropout(config["drop_rate"], seed=seed, name="top_dropout")(x)
+        x = keras.layers.Dense(
+            classes,
+            activation=classifier_activation,
+            kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
+            # float32 logits also under mixed precision.
+            dtype="float32",
+            name="predictions",
+        )(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
+    if name is None:
+        name = _default_name(variant_name) if variant_name else "nfnet"
+    fixed_size = input_shape[0] if input_shape[0] is not None and input_shape[0] == input_shape[1] else None
+    preprocessing = EvalPreprocessing(fixed_size or config["test_imsize"], crop_padding=config["eval_padding"])
+    model = NFModel(
+        inputs,
+        x,
+        name=name,
+        preprocessing=preprocessing,
+        # A 1000-class head is ImageNet's (as in keras.applications); train.py names its dataset's classes.
+        class_names=IMAGENET_CLASSES if include_top and classes == 1000 else None,
+    )
+
+    if weights is not None:
+        loading.load_pretrained(
+            model,
+            weights,
+            variant=variant_name,
+            rebuild=lambda **kw: NFNet(
+                variant,
+                **{
+                    "input_shape": (None, None, 3),
+                    "stochdepth_rate": stochdepth_rate,
+                    "remat": remat,
+                    "classifier_activation": None,
+                    **config_overrides,
+                    **kw,
+                },
+            ),
+        )
+    return model
+
+
+def _stem(x, config):
+    stem_channels = tuple(config["stem_widths"]) + (config["widths"][0] // 2,)
+    for i, channels in enumerate(stem_channels):
+        x = WSConv2D(channels, 3, strides=2 if i in (0, 3) else 1, name=f"stem_conv{i}")(x)
+        if i < 3:  # no activation after stem_conv3: the first block activates its input.
+            x = ScaledActivation(config["activation"], name=f"stem_act{i}")(x)
+    return x
+
+
+def _body(x, config, stochdepth_rate, seed, remat):
+    num_blocks = sum(config["depths"])
+    in_channels = config["widths"][0] // 2
+    expected_std = 1.0
+    index = 0
+    for stage, (width, depth, stride) in enumerate(
+        zip(config["widths"], config["depths"], config["strides"])
+    ):
+        for j in range(depth):
+            x = NFBlock(
+                in_channels,
+                width,
+                expansion=config["expansion"],
+                group_width=config["group_width"],
+                big_width=config["big_width"],
+                stride=stride if j == 0 else 1,
+                beta=1.0 / expected_std,
+                alpha=config["alpha"],
+                se_ratio=config["se_ratio"],
+                stochdepth_rate=stochdepth_rate * index / num_blocks,
+                activation=config["activation"],
+                use_two_convs=config["use_two_convs"],
+                seed=None if seed is None else seed + index,
+                remat=remat,
+                name=f"nf_block_{index}",
+            )(x)
+            if j == 0:
+                expected_std = 1.0
+            expected_std = math.sqrt(expected_std**2 + config["alpha"] ** 2)
+            in_channels = width
+            index += 1
+        x = keras.layers.Identity(name=f"stage{stage + 1}")(x)
+    return x
+
+
+def _validate_arguments(variant_name, include_top, weights, pooling, classes, classifier_activation):
+    if not (weights in (None, "imagenet") or (isinstance(weights, (str, os.PathLike)) and os.path.exists(weights))):
+        raise ValueError(
+            "The `weights` argument should be either `None` (random initialization), `'imagenet'` "
+            f"(pre-training on ImageNet), or the path to the weights file to be loaded. Received: weights={weights}"
+        )
+    if weights == "imagenet" and variant_name not in variants.PRETRAINED_VARIANTS:
+        raise ValueError(
+            f"No ImageNet weights are published for NFNet-{variant_name or 'custom'}: DeepMind released "
+            f"{', '.join(variants.PRETRAINED_VARIANTS)} only. Use weights=None or a path."
+        )
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling}")
+    if include_top and (not isinstance(classes, int) or classes < 1):
+        raise ValueError(f"`classes` must be a positive integer. Received: classes={classes}")
+    if include_top and weights is not None and classes == 1000:
+        if classifier_activation not in (None, "softmax"):
+            raise ValueError(
+                "Only `None` and `softmax` activations are allowed for the `classifier_activation` argument "
+                f"when using pretrained weights, with `include_top=True`; Received: {classifier_activation}"
+            )
+
+
+def _input_shape(input_shape, input_tensor, default_size, include_top, weights):
+    if input_shape is None and input_tensor is not None:
+        shape = tuple(input_tensor.shape[1:]) if len(input_tensor.shape) == 4 else None
+        if shape is None:
+            raise ValueError(f"input_tensor must be 4-D (N, H, W, 3), got shape {input_tensor.shape}")
+        input_shape = shape
+    if input_shape is None:
+        return (default_size, default_size, 3) if include_top else (None, None, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"`input_shape` must be a tuple of three integers (height, width, 3). Received: {input_shape}")
+    if weights is not None and input_shape[-1] != 3:
+        raise ValueError(f"The input must have 3 channels with pretrained weights; Received: input_shape={input_shape}")
+    for size in input_shape[:2]:
+        if size is not None and size < 32:
+            raise ValueError(f"Input size must be at least 32x32; Received: input_shape={input_shape}")
+    return input_shape
+
+
+def _default_name(variant):
+    return "nfnet_" + variant.lower().replace("+", "_plus")
+
+
+def _application(variant):
+    default_weights = "imagenet" if variant in variants.PRETRAINED_VARIANTS else None
+    function_name = "NFNet" + variant.replace("+", "Plus")
+    default_name = _default_name(variant)
+
+    def application(
+        include_top=True,
+        weights=default_weights,
+        input_tensor=None,
+        input_shape=None,
+        pooling=None,
+        classes=1000,
+        classifier_activation="softmax",
+        name=default_name,
+        **kwargs,
+    ):
+        return NFNet(
+            variant,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            name=name,
+            **kwargs,
+        )
+
+    application.__name__ = application.__qualname__ = function_name
+    application.__doc__ = _APPLICATION_DOC.format(
+        variant=variant, test_imsize=variants.VARIANTS[variant]["test_imsize"]
+    )
+    return application
+
+
+NFNetF0 = _application("F0")
+NFNetF1 = _application("F1")
+NFNetF2 = _application("F2")
+NFNetF3 = _application("F3")
+NFNetF4 = _application("F4")
+NFNetF5 = _application("F5")
+NFNetF6 = _application("F6")
+NFNetF7 = _application("F7")
+NFNetF0Plus = _application("F0+")
+NFNetF1Plus = _application("F1+")
+NFNetF2Plus = _application("F2+")
+NFNetF3Plus = _application("F3+")
+NFNetF4Plus = _application("F4+")
+NFNetF5Plus = _application("F5+")
+NFNetF6Plus = _application("F6+")
+NFNetF7Plus = _application("F7+")
