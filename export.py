@@ -24,10 +24,11 @@ weight-standardised conv is a plain conv, stochastic depth and dropout are off):
 The TFLite files hold predict_pixels (int8_full: int8 input and output, quantised
 with the tensors' scale and zero point; printed in the summary).
 
-With a .keras model from train.py, the EMA weights in ema.weights.h5 next to it are
-exported when that file exists (--noema: the raw weights), and run_config.json gives
-the variant and evaluation size. Class names: --class_names FILE, else the ImageNet
-names for 1000 classes, else those of the training run's dataset, else "0".."K-1".
+The model is loaded as the predict command loads it (nfnet_keras.models.loading):
+a .keras file or train.py run directory, with the EMA weights saved beside it when
+they are there (--noema: the raw weights), or --variant NAME with --weights. The model
+carries its evaluation preprocessing and class names (train.py stores its dataset's
+names); --image_size, --crop_padding and --class_names FILE override them.
 
 The command ends with a parity table: max |difference| of the probabilities and top-1
 agreement of every artifact against the Keras model, on real images (--parity_images
@@ -51,18 +52,18 @@ def _define(kind, name, default, help_text):
 
 
 _define("string", "model", None, "A .keras model, or a train.py run directory (e.g. runs/default).")
-_define("string", "variant", None, "F0..F7, F0+..F7+, nano, micro: with --weights; with --model only for defaults.")
+_define("string", "variant", None, "A model name (nfnet_f0, F0, F0+, micro, ...) with --weights.")
 _define(
     "string",
     "weights",
     None,
     "With --variant: 'imagenet' (default), 'none' (random init) or a weights file "
-    "(Keras .weights.h5, DeepMind checkpoint, timm .safetensors).",
+    "(Keras .weights.h5, DeepMind checkpoint, timm .safetensors, .npz).",
 )
-_define("boolean", "ema", None, "Export the EMA weights (ema.weights.h5 next to --model); default: when present.")
-_define("integer", "image_size", None, "Input size S (default: the model's, the run's or the variant's test size).")
-_define("integer", "crop_padding", None, "Evaluation resize to S + padding, then centre crop S (default: the variant's).")
-_define("string", "class_names", None, "Text file with one class name per line (default: see above).")
+_define("boolean", "ema", None, "Export the EMA weights saved beside --model; default: when they are there.")
+_define("integer", "image_size", None, "Input size S (default: the model's own).")
+_define("integer", "crop_padding", None, "Evaluation resize to S + padding, then centre crop S (default: the model's).")
+_define("string", "class_names", None, "Text file with one class name per line (default: the model's own).")
 _define("integer", "classes", None, "Number of classes with --weights none (default 1000).")
 _define("string", "export_dir", "exports", "Base folder of the exports.")
 _define("string", "name", None, "Model name: the folder under --export_dir (default: the Keras model's name).")
@@ -89,8 +90,6 @@ def main(argv):
     from nfnet_keras.export import run as export_lib  # noqa: PLC0415
 
     settings = {name: FLAGS[name].value for name in _NAMES}
-    if settings["weights"] is not None and settings["weights"].lower() in ("none", "imagenet"):
-        settings["weights"] = settings["weights"].lower()
     try:
         export_lib.run(settings)
     except ValueError as error:  # bad input: unknown format, missing file, existing version...

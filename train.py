@@ -33,7 +33,13 @@ def _define(kind, name, default, help_text, enum_values=None):
     _NAMES.append(name)
 
 
-_define("string", "variant", "micro", "F0..F7, F0+..F7+, or a small configuration: nano, micro.")
+_define(
+    "string",
+    "variant",
+    "micro",
+    "A model name of nfnet_keras.model_names() (nfnet_f0, nfnet_micro) "
+    "or a variant spelling (F0, F0+, micro, nano).",
+)
 _define(
     "string",
     "dataset",
@@ -45,7 +51,7 @@ _define("string", "data_dir", None, "TFDS data directory.")
 _define("string", "manual_dir", None, "TFDS manual_dir (imagenet2012: the ILSVRC2012 tar files).")
 _define("integer", "global_batch_size", 64, "Batch size summed over all devices and hosts.")
 _define("integer", "epochs", 20, "Training epochs (ignored when --steps is set).")
-_define("integer", "steps", None, "Training steps (overrides --epochs).")
+_define("integer", "steps", None, "Training steps, exactly (overrides --epochs).")
 _define("float", "learning_rate", 0.4, "Learning rate per 256 images: peak lr = this * global_batch_size / 256 (paper: 0.1).")
 _define("float", "warmup_epochs", 1.0, "Linear warmup from 0 over this many epochs, then cosine decay to 0 (paper: 5).")
 _define("float", "clipping", 0.01, "Adaptive gradient clipping threshold (0 disables AGC).")
@@ -65,7 +71,12 @@ _define("integer", "train_image_size", None, "Training resolution (default: the 
 _define("integer", "eval_image_size", None, "Evaluation resolution (default: the variant's test size).")
 _define("enum", "preset", None, "paper: the paper's ImageNet values for every flag not given.", enum_values=["paper"])
 _define("string", "weights", None, "Initial weights, 'imagenet' or a path, for fine-tuning (the classifier is new).")
-_define("integer", "checkpoint_every", None, "Steps between checkpoints (default: one epoch, at most 1000).")
+_define(
+    "integer",
+    "checkpoint_every",
+    None,
+    "Steps between checkpoints (default: one epoch, at most 1000); the last interval may be shorter.",
+)
 _define("integer", "eval_batch_size", None, "Evaluation batch size (default: --global_batch_size).")
 _define("float", "crop_area_min", 0.08, "Smallest area fraction of the Inception-style random crop (paper: 0.08).")
 _define("boolean", "randaugment", True, "RandAugment with the variant's (layers, magnitude).")
@@ -94,13 +105,18 @@ PAPER_PRESET = {
 
 
 def resolve_settings():
-    """Explicit flags, then the preset's values, then the flag defaults."""
+    """Explicit flags, then the preset's values, then the flag defaults.
+
+    Imports Keras: call it after `KERAS_BACKEND` is set.
+    """
+    from nfnet_keras.models import registry  # noqa: PLC0415  (after KERAS_BACKEND is set)
+
     settings = {name: FLAGS[name].value for name in _NAMES}
     if settings["preset"] == "paper":
         for key, value in PAPER_PRESET.items():
             if not FLAGS[key].present:
                 settings[key] = value
-        if settings["variant"] == "F6" and not FLAGS["sam_rho"].present:
+        if registry.get_spec(settings["variant"]).variant == "F6" and not FLAGS["sam_rho"].present:
             settings["sam_rho"] = 0.05  # DeepMind's F6 checkpoint was trained with SAM
     return settings
 
@@ -108,17 +124,16 @@ def resolve_settings():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    settings = resolve_settings()
-    if settings["backend"]:
-        os.environ["KERAS_BACKEND"] = settings["backend"]
-    if settings["cpu_devices"] and os.environ.get("KERAS_BACKEND") == "jax":
-        # JAX reads this when it starts, i.e. before train_lib imports it.
-        flag = f"--xla_force_host_platform_device_count={settings['cpu_devices']}"
+    # Neither flag has a preset value; both must be in the environment before Keras and JAX start.
+    if FLAGS.backend:
+        os.environ["KERAS_BACKEND"] = FLAGS.backend
+    if FLAGS.cpu_devices and os.environ.get("KERAS_BACKEND") == "jax":
+        flag = f"--xla_force_host_platform_device_count={FLAGS.cpu_devices}"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
-    from nfnet_keras.training import run as train_lib  # noqa: PLC0415  (after KERAS_BACKEND is set)
+    from nfnet_keras.training import run as training_run  # noqa: PLC0415  (after KERAS_BACKEND is set)
 
     try:
-        train_lib.run(settings)
+        training_run.run(resolve_settings())
     except ValueError as error:  # bad input: unknown variant/dataset, a different run, NaN loss...
         print(f"error: {error}", file=sys.stderr)
         return 1

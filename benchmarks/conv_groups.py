@@ -20,7 +20,6 @@ Not a test.
 """
 
 import argparse
-import os
 import sys
 import time
 

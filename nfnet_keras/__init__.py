@@ -21,48 +21,21 @@ subpackage:
 import importlib
 import warnings
 
-from nfnet_keras.models.nfnet import (
-    NFNet,
-    NFNetF0,
-    NFNetF0Plus,
-    NFNetF1,
-    NFNetF1Plus,
-    NFNetF2,
-    NFNetF2Plus,
-    NFNetF3,
-    NFNetF3Plus,
-    NFNetF4,
-    NFNetF4Plus,
-    NFNetF5,
-    NFNetF5Plus,
-    NFNetF6,
-    NFNetF6Plus,
-    NFNetF7,
-    NFNetF7Plus,
-)
+from nfnet_keras.models import nf_regnet as _nf_regnet
+from nfnet_keras.models import nf_resnet as _nf_resnet
+from nfnet_keras.models import nfnet as _nfnet
+from nfnet_keras.models.nf_regnet import *  # noqa: F403  (NFRegNet and NFRegNetB0 ... NFRegNetB8)
+from nfnet_keras.models.nf_resnet import *  # noqa: F403  (NFResNet and NFResNet50 ... NFResNet600)
+from nfnet_keras.models.nfnet import *  # noqa: F403  (NFNet and NFNetF0 ... NFNetF7Plus)
 from nfnet_keras.models.registry import create_model, model_names
 from nfnet_keras.preprocessing import decode_predictions, prepare_images, preprocess_input
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "NFNet",
-    "NFNetF0",
-    "NFNetF0Plus",
-    "NFNetF1",
-    "NFNetF1Plus",
-    "NFNetF2",
-    "NFNetF2Plus",
-    "NFNetF3",
-    "NFNetF3Plus",
-    "NFNetF4",
-    "NFNetF4Plus",
-    "NFNetF5",
-    "NFNetF5Plus",
-    "NFNetF6",
-    "NFNetF6Plus",
-    "NFNetF7",
-    "NFNetF7Plus",
+    *_nfnet.__all__,
+    *_nf_regnet.__all__,
+    *_nf_resnet.__all__,
     "create_model",
     "decode_predictions",
     "model_names",

@@ -1,64 +1,84 @@
 """Classify images from the command line.
 
-    python -m nfnet_keras.predict IMAGE [IMAGE ...] --variant F0 [--weights PATH] [--top 5]
+    python -m nfnet_keras.predict IMAGE [IMAGE ...]                  # NFNet-F0 with ImageNet weights
+    python -m nfnet_keras.predict IMAGE ... --model runs/default      # a train.py run (its EMA weights)
+    python -m nfnet_keras.predict IMAGE ... --model model.keras --noema
+    python -m nfnet_keras.predict IMAGE ... --variant F1 --weights path/to/F1_haiku.npz --top 3
 
-Images are prepared with DeepMind's evaluation transform (squash-resize to
-S+32, centre crop S, ImageNet normalisation) at the variant's test size, and
-the top-k ImageNet classes are printed with their probabilities.  Without
-`--weights` the published ImageNet checkpoint is downloaded (once) and cached.
+The model is loaded by `nfnet_keras.models.loading.load_model` (the loader of
+`export.py` too). Each image is prepared with the model's own evaluation
+preprocessing, and the top classes are printed with the model's class names
+and their probabilities. Without `--model` or `--variant`, the published
+NFNet-F0 ImageNet checkpoint is downloaded (once) and cached. An error is one
+line on stderr and exit status 1.
+
+This module imports only `argparse` and `sys` at the top and parses the flags
+before it imports the model code. `python -m nfnet_keras.predict` imports the
+package (and so Keras) first; the repository's `python predict.py ...` runs this
+file without the package import, so its `--help` answers at once.
 """
 
 import argparse
 import sys
 
-import numpy as np
+DEFAULT_VARIANT = "F0"
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m nfnet_keras.predict",
-        description="Print the top-k ImageNet classes of images with an NFNet.",
+        description="Print the top classes of images with an NFNet.",
     )
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
-    parser.add_argument("--variant", default="F0", help="F0..F6 (default F0)")
+    parser.add_argument("--model", help="a .keras model or a train.py run directory")
+    parser.add_argument(
+        "--variant",
+        help=f"a model name (nfnet_f0, F0, F0+, micro, ...), with --weights (default without --model: {DEFAULT_VARIANT})",
+    )
     parser.add_argument(
         "--weights",
-        default="imagenet",
-        help="'imagenet' (download DeepMind's checkpoint, default) or a weights file "
-        "(DeepMind checkpoint, timm .safetensors, Keras .weights.h5)",
+        help="with --variant: 'imagenet' (DeepMind's checkpoint, downloaded once; the default), 'none' "
+        "(random initialisation) or a weights file (Keras .weights.h5, DeepMind checkpoint, timm "
+        ".safetensors, .npz)",
     )
-    parser.add_argument("--top", type=int, default=5, help="number of classes to print (default 5)")
-    parser.add_argument("--image_size", type=int, default=None, help="input size (default: the variant's test size)")
+    parser.add_argument(
+        "--noema",
+        action="store_true",
+        help="with --model: the raw weights, not the EMA weights saved beside the model",
+    )
+    parser.add_argument("--top", type=_positive_int, default=5, help="number of classes to print (default 5)")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    # Imported here so that `--help` answers without loading a backend.
-    import nfnet_keras  # noqa: PLC0415
-    from nfnet_keras.models import variants  # noqa: PLC0415
+    # Imported only now, so that `--help` and usage errors answer without loading a backend.
+    from nfnet_keras.models.loading import load_model, predict_probabilities  # noqa: PLC0415
+    from nfnet_keras.preprocessing import prepare_images  # noqa: PLC0415
 
-    if args.top < 1 or args.top > 1000:
-        print(f"error: --top must be in 1..1000, got {args.top}", file=sys.stderr)
-        return 2
+    variant = args.variant or (None if args.model else DEFAULT_VARIANT)
     try:
-        config = variants.get_config(args.variant)
-        image_size = args.image_size or config["test_imsize"]
-        images = nfnet_keras.prepare_images(args.images, image_size, crop_padding=config["eval_padding"])
-        model = nfnet_keras.NFNet(
-            args.variant,
-            weights=args.weights,
-            input_shape=(image_size, image_size, 3),
-            classifier_activation="softmax",
-        )
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        model = load_model(args.model, variant=variant, weights=args.weights, ema=False if args.noema else None).model
+        if args.top > model.num_classes:
+            raise ValueError(f"--top {args.top} is more than the model's {model.num_classes} classes")
+        probabilities = predict_probabilities(model, prepare_images(args.images, model))
+    except (ValueError, OSError) as error:  # bad input: missing or unreadable file, weights that do not fit...
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 1
-    probabilities = np.asarray(model.predict(images, verbose=0))
-    for path, top in zip(args.images, nfnet_keras.decode_predictions(probabilities, top=args.top)):
+    for path, row in zip(args.images, probabilities, strict=True):
         print(path)
-        for rank, (wnid, name, score) in enumerate(top, start=1):
-            print(f"  {rank}. {name:<30s} {wnid}  {score:.4f}")
+        for rank, index in enumerate((-row).argsort(kind="stable")[: args.top], start=1):
+            print(f"  {rank}. {model.class_names[index]:<30s} {row[index]:.4f}")
     return 0
 
 

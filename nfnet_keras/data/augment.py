@@ -17,11 +17,11 @@ DeepMind trains NFNets with ``augment_name='cutmix_mixup_randaugment_NNN'``
    ``r * onehot1 + (1 - r) * onehot2``.
 3. :func:`randaugment` per mixed image: clip to ``[0, 255]``, cast to uint8,
    ``N`` layers each applying one of 16 ops chosen uniformly at magnitude ``M``,
-   cast back. Then :func:`normalize`.
+   cast back. The pipeline then normalises with
+   :func:`nfnet_keras.preprocessing.normalize`.
 
-Evaluation uses :func:`eval_transform`, the ``tf.image`` twin of
-:func:`nfnet_keras.preprocessing.transform.eval_transform` (squash-resize to ``S + 32``,
-centre crop ``S``).
+Evaluation needs no augmentation: the pipeline runs the one evaluation
+transform, :func:`nfnet_keras.preprocessing.eval_transform_tf`.
 
 Randomness is stateless: every random function takes a ``seed``, a shape
 ``[2]`` integer tensor (or a Python int), and uses ``tf.random.stateless_*`` /
@@ -83,11 +83,13 @@ are absolute pixel counts chosen for 224 px ImageNet images. Pass
 
 import functools
 import math
+import numbers
 
 import numpy as np
 import tensorflow as tf
 
-from nfnet_keras.preprocessing import MEAN_RGB, STDDEV_RGB
+from nfnet_keras.checks import check_integer
+from nfnet_keras.preprocessing.settings import DEFAULT_CROP_PADDING
 
 __all__ = [
     "RANDAUGMENT_OPS",
@@ -99,12 +101,11 @@ __all__ = [
     "RANDAUGMENT_REFERENCE_SIZE",
     "scaled_randaugment_constants",
     "as_seed",
+    "height_width",
     "center_crop_window",
     "inception_crop_window",
     "inception_crop",
     "train_transform",
-    "eval_transform",
-    "normalize",
     "sample_mixup_ratio",
     "sample_cutmix_box",
     "cutmix_mask",
@@ -206,32 +207,38 @@ def _split(seed, num):
     return tf.random.experimental.stateless_split(as_seed(seed), num)
 
 
-def _pair(image_size):
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        size = (int(image_size), int(image_size))
-    else:
-        size = tuple(int(s) for s in image_size)
-    if len(size) != 2 or min(size) <= 0:
+def height_width(image_size):
+    """`image_size` as a `(height, width)` pair of positive ints; an int `S` means `(S, S)`.
+
+    Raises:
+        ValueError: for anything else (a bool, a float, a pair with a zero side, ...).
+    """
+    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
+        image_size = (image_size, image_size)
+    try:
+        height, width = image_size
+    except (TypeError, ValueError):
         raise ValueError(
-            f"image_size must be a positive int or a (height, width) pair. Received: {image_size!r}"
-        )
-    return size
+            f"image_size must be a positive integer or a (height, width) pair, got {image_size!r}"
+        ) from None
+    return check_integer(height, "image_size height"), check_integer(width, "image_size width")
 
 
 # ---------------------------------------------------------------------------
-# Inception crop, flip, resize; evaluation transform; normalisation
+# Inception crop, flip, resize
 # ---------------------------------------------------------------------------
 
 
-def center_crop_window(height, width, image_size, padding=32):
+def center_crop_window(height, width, image_size, padding=DEFAULT_CROP_PADDING):
     """DeepMind's ``_decode_and_center_crop`` window: ``[offset_y, offset_x, h, w]``.
 
-    A centre crop with the aspect ratio of ``image_size`` that leaves at least
+    The fallback of the training crop (:func:`inception_crop_window`): a
+    centre crop with the aspect ratio of ``image_size`` that leaves at least
     ``padding`` pixels (in output scale) on the short side:
     ``scale = min(height / (S_h + padding), width / (S_w + padding))`` and the
     crop is ``int(scale * S_h) x int(scale * S_w)``.
     """
-    size_h, size_w = _pair(image_size)
+    size_h, size_w = height_width(image_size)
     height = tf.cast(height, tf.int32)
     width = tf.cast(width, tf.int32)
     scale = tf.minimum(
@@ -300,7 +307,7 @@ def train_transform(image, image_size, seed, random_crop=True, random_flip=True,
     With ``random_crop=False`` the whole image is squash-resized.
     ``crop_area_range`` is the Inception crop's area range (DeepMind: 0.08-1).
     """
-    size = _pair(image_size)
+    size = height_width(image_size)
     crop_seed, flip_seed = tf.unstack(_split(seed, 2))
     image = tf.convert_to_tensor(image)
     if random_crop:
@@ -309,32 +316,6 @@ def train_transform(image, image_size, seed, random_crop=True, random_flip=True,
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     image = tf.image.resize(image, size, method="bicubic", antialias=False)
     return tf.cast(image, tf.float32)
-
-
-def eval_transform(image, image_size, crop_padding=32):
-    """DeepMind's ``resize_crop_32`` evaluation transform in ``tf.image``.
-
-    Squash-resize (aspect ratio not kept) to ``S + crop_padding`` with bicubic
-    interpolation, no antialiasing, float32 output, no clamping; then a centre
-    crop of ``S`` at offset ``(crop_padding + 1) // 2``. The same computation
-    as :func:`nfnet_keras.preprocessing.transform.eval_transform` on the TensorFlow
-    backend, usable inside ``tf.data`` on any Keras backend. Works on HWC or
-    NHWC input.
-    """
-    size_h, size_w = _pair(image_size)
-    if isinstance(crop_padding, bool) or not isinstance(crop_padding, (int, np.integer)) or crop_padding < 0:
-        raise ValueError(f"crop_padding must be a non-negative int. Received: {crop_padding!r}")
-    pad = int(crop_padding)
-    offset = (pad + 1) // 2
-    image = tf.cast(image, tf.float32)
-    image = tf.image.resize(image, (size_h + pad, size_w + pad), method="bicubic", antialias=False)
-    return image[..., offset : offset + size_h, offset : offset + size_w, :]
-
-
-def normalize(image):
-    """``(image - MEAN_RGB) / STDDEV_RGB`` in float32 (constants from preprocessing)."""
-    image = tf.cast(image, tf.float32)
-    return (image - tf.constant(MEAN_RGB, tf.float32)) / tf.constant(STDDEV_RGB, tf.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -804,8 +785,7 @@ def randaugment(
             :func:`apply_randaugment_op`.
         ops: the op names to choose from (default: all 16).
     """
-    if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or num_layers < 0:
-        raise ValueError(f"num_layers must be a non-negative int. Received: {num_layers!r}")
+    num_layers = check_integer(num_layers, "num_layers", minimum=0)
     for name in ops:
         randaugment_op_arg(name, magnitude, translate_const, cutout_const)  # validates names
     image = tf.convert_to_tensor(image)
@@ -816,7 +796,7 @@ def randaugment(
     layer_fn = _randaugment_layer_fn(
         tuple(ops), float(magnitude), float(translate_const), float(cutout_const), int(replace), bool(dm_quirks)
     )
-    for op_index, negate, arg_seed in sample_randaugment_layers(int(num_layers), seed, len(ops)):
+    for op_index, negate, arg_seed in sample_randaugment_layers(num_layers, seed, len(ops)):
         image = layer_fn(image, op_index, negate, arg_seed)
         image.set_shape(static_shape)
     if input_dtype != tf.uint8:

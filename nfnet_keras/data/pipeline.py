@@ -9,12 +9,15 @@ recipe (``nfnets/dataset.py`` with ``augment_before_mix=False``)::
       -> unbatch -> RandAugment(N, M) -> normalise                 (per image)
       -> batch -> prefetch
 
-Evaluation (:func:`make_eval_dataset`): decode -> squash-resize to ``S + 32``
--> centre crop ``S`` -> normalise -> batch (DeepMind's ``resize_crop_32``).
+Evaluation (:func:`make_eval_dataset`): decode -> the model's evaluation
+transform (:func:`nfnet_keras.preprocessing.eval_transform_tf`: squash-resize
+to ``S + crop_padding``, centre crop ``S``; DeepMind's ``resize_crop_32``)
+-> normalise with the model's mean and std -> batch.
 
 Both yield ``(images, labels)``: float32 ``(B, S, S, 3)`` normalised with
-``MEAN_RGB``/``STDDEV_RGB``, and float32 ``(B, num_classes)`` one-hot (eval) or
-soft (train) labels. Only TensorFlow ops run inside the pipeline, so it feeds
+:func:`nfnet_keras.preprocessing.normalize` (ImageNet ``MEAN_RGB``/``STDDEV_RGB``
+for training), and float32 ``(B, num_classes)`` one-hot (eval) or soft (train)
+labels. Only TensorFlow ops run inside the pipeline, so it feeds
 ``model.fit`` on the TensorFlow, JAX or PyTorch backend alike.
 
 Determinism: with ``seed`` set, every random draw uses a stateless seed derived
@@ -30,27 +33,22 @@ replica) or ``num_hosts`` and ``host_index`` (batches are per host,
 ``dataset.shard(num_hosts, host_index)`` before shuffling, so hosts never see
 the same example within an epoch.
 
-Benchmarks: :func:`measure_throughput` times any dataset, and
-:func:`benchmark_input_pipeline` (also ``python -m nfnet_keras.data.pipeline``)
-builds and times a pipeline.
+Throughput: ``python benchmarks/input_pipeline.py`` builds and times a pipeline.
 """
-
-import argparse
-import sys
-import time
 
 import numpy as np
 import tensorflow as tf
 
-from nfnet_keras.data import augment
-from nfnet_keras.data import sources as datasets
+from nfnet_keras.checks import check_integer
+from nfnet_keras.data import augment, sources
+from nfnet_keras.preprocessing.normalization import normalize
+from nfnet_keras.preprocessing.settings import resolve_preprocessing
+from nfnet_keras.preprocessing.transform import eval_transform_tf
 
 __all__ = [
     "make_train_dataset",
     "make_eval_dataset",
     "randaugment_for_variant",
-    "measure_throughput",
-    "benchmark_input_pipeline",
 ]
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -74,36 +72,33 @@ def _resolve_randaugment(randaugment):
         raise ValueError(
             f"randaugment must be None, a variant name or (num_layers, magnitude). Received: {randaugment!r}"
         ) from err
-    if isinstance(num_layers, bool) or not isinstance(num_layers, (int, np.integer)) or num_layers < 0:
-        raise ValueError(f"RandAugment num_layers must be a non-negative int. Received: {num_layers!r}")
+    num_layers = check_integer(num_layers, "RandAugment num_layers", minimum=0)
     if not isinstance(magnitude, (int, float, np.integer, np.floating)) or magnitude < 0:
         raise ValueError(f"RandAugment magnitude must be a non-negative number. Received: {magnitude!r}")
     if num_layers == 0:
         return None
-    return int(num_layers), magnitude
+    return num_layers, magnitude
 
 
 def _host_setup(global_batch_size, input_context, num_hosts, host_index):
     """Return (local batch size, number of shards, shard index)."""
-    if isinstance(global_batch_size, bool) or not isinstance(global_batch_size, (int, np.integer)):
-        raise ValueError(f"global_batch_size must be a positive int. Received: {global_batch_size!r}")
-    if global_batch_size <= 0:
-        raise ValueError(f"global_batch_size must be a positive int. Received: {global_batch_size!r}")
+    global_batch_size = check_integer(global_batch_size, "global_batch_size")
     if input_context is not None:
-        local = input_context.get_per_replica_batch_size(int(global_batch_size))
+        local = input_context.get_per_replica_batch_size(global_batch_size)
         return int(local), int(input_context.num_input_pipelines), int(input_context.input_pipeline_id)
-    num_hosts, host_index = int(num_hosts), int(host_index)
-    if num_hosts < 1 or not 0 <= host_index < num_hosts:
-        raise ValueError(f"need num_hosts >= 1 and 0 <= host_index < num_hosts. Received: {num_hosts}, {host_index}")
+    num_hosts = check_integer(num_hosts, "num_hosts")
+    host_index = check_integer(host_index, "host_index", minimum=0)
+    if host_index >= num_hosts:
+        raise ValueError(f"host_index must be below num_hosts ({num_hosts}), got {host_index}")
     if global_batch_size % num_hosts:
         raise ValueError(
             f"global_batch_size {global_batch_size} is not divisible by num_hosts {num_hosts}"
         )
-    return int(global_batch_size) // num_hosts, num_hosts, host_index
+    return global_batch_size // num_hosts, num_hosts, host_index
 
 
 def _resolve_source(source, data_dir, manual_dir, skip_corrupt, verify):
-    return datasets.load_source(
+    return sources.load_source(
         source, data_dir=data_dir, manual_dir=manual_dir, skip_corrupt=skip_corrupt, verify=verify
     )
 
@@ -111,13 +106,12 @@ def _resolve_source(source, data_dir, manual_dir, skip_corrupt, verify):
 def _resolve_num_classes(source, num_classes):
     if num_classes is None:
         return source.num_classes
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-        raise ValueError(f"num_classes must be an int. Received: {num_classes!r}")
+    num_classes = check_integer(num_classes, "num_classes")
     if num_classes < source.num_classes:
         raise ValueError(
             f"num_classes={num_classes} is smaller than the {source.num_classes} classes of {source.name!r}"
         )
-    return int(num_classes)
+    return num_classes
 
 
 def _options(deterministic, sharded):
@@ -200,7 +194,7 @@ def make_train_dataset(
     """
     src = _resolve_source(source, data_dir, manual_dir, skip_corrupt, verify)
     classes = _resolve_num_classes(src, num_classes)
-    size = augment._pair(image_size)  # noqa: SLF001
+    size = augment.height_width(image_size)
     ra = _resolve_randaugment(randaugment)
     local_batch, shards, index = _host_setup(global_batch_size, input_context, num_hosts, host_index)
     if mixup_cutmix and local_batch % 2:
@@ -224,9 +218,7 @@ def make_train_dataset(
         shuffle_buffer=shuffle_buffer,
         repeat=True,
     )
-    start_step = int(start_step)
-    if start_step < 0:
-        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    start_step = check_integer(start_step, "start_step", minimum=0)
     per_step = (2 if mixup_cutmix else 1) * local_batch
     ds = ds.enumerate().skip(start_step * per_step)
 
@@ -272,13 +264,13 @@ def make_train_dataset(
                 cutout_const=cutout_const,
                 dm_quirks=dm_quirks,
             )
-            return augment.normalize(image), labels
+            return normalize(image), labels
 
         ds = ds.enumerate(start=start_step * local_batch).map(rand_augment, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         ds = ds.batch(local_batch, drop_remainder=True)
     else:
         ds = ds.batch(local_batch, drop_remainder=True)
-        ds = ds.map(lambda x, y: (augment.normalize(x), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     ds = ds.prefetch(AUTOTUNE)
     return ds.with_options(_options(deterministic, shards > 1 or input_context is not None))
 
@@ -286,14 +278,13 @@ def make_train_dataset(
 def make_eval_dataset(
     source,
     global_batch_size,
-    image_size,
+    preprocessing,
     num_classes=None,
     input_context=None,
     num_hosts=1,
     host_index=0,
     *,
     split="eval",
-    crop_padding=32,
     drop_remainder=False,
     data_dir=None,
     manual_dir=None,
@@ -302,126 +293,35 @@ def make_eval_dataset(
 ):
     """The evaluation pipeline: one pass of ``(images, one-hot labels)`` in source order.
 
-    Each image is squash-resized to ``S + crop_padding`` (bicubic, no
-    antialiasing), centre-cropped to ``S`` and normalised: DeepMind's
-    ``resize_crop_32``, identical to
-    :func:`nfnet_keras.preprocessing.transform.eval_transform` on the TensorFlow backend.
+    Each image goes through the model's evaluation transform
+    (:func:`nfnet_keras.preprocessing.eval_transform_tf`: squash-resize to
+    ``S + crop_padding``, bicubic, no antialiasing; centre crop ``S``) and is
+    normalised with the model's mean and std: the same numbers as
+    :func:`nfnet_keras.preprocessing.prepare_images` on the TensorFlow backend.
 
     Args:
         source, num_classes, input_context, num_hosts, host_index, data_dir,
             manual_dir, skip_corrupt, verify: as in :func:`make_train_dataset`.
         global_batch_size: summed over hosts/replicas.
-        image_size: ``S`` (the variant's ``test_imsize``).
+        preprocessing: the model the images are for (its
+            ``model.preprocessing``), an ``EvalPreprocessing``, or an ``int``
+            image side ``S`` (DeepMind's padding of 32 and ImageNet statistics
+            then apply).
         split: ``"eval"`` (the source's validation/val/test split) by default.
-        crop_padding: pixels added before the centre crop (DeepMind: 32).
         drop_remainder: drop a last, smaller batch (default: keep it).
     """
+    preprocessing = resolve_preprocessing(preprocessing)
     src = _resolve_source(source, data_dir, manual_dir, skip_corrupt, verify)
     classes = _resolve_num_classes(src, num_classes)
-    size = augment._pair(image_size)  # noqa: SLF001
     local_batch, shards, index = _host_setup(global_batch_size, input_context, num_hosts, host_index)
     ds = src.make_dataset(split, num_shards=shards, shard_index=index, shuffle=False, repeat=False)
 
     def prepare(raw, label):
-        image = augment.eval_transform(src.decode(raw), size, crop_padding)
-        return augment.normalize(image), tf.one_hot(label, classes, dtype=tf.float32)
+        image = eval_transform_tf(src.decode(raw), preprocessing)
+        image = normalize(image, preprocessing.mean, preprocessing.std)
+        return image, tf.one_hot(label, classes, dtype=tf.float32)
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(local_batch, drop_remainder=drop_remainder)
     ds = ds.prefetch(AUTOTUNE)
     return ds.with_options(_options(True, shards > 1 or input_context is not None))
-
-
-def measure_throughput(dataset, num_batches=20, warmup_batches=3):
-    """Time ``num_batches`` batches of ``dataset`` after ``warmup_batches``.
-
-    Returns a dict: ``images_per_second``, ``batches_per_second``, ``images``,
-    ``batches``, ``seconds``. Batches are pulled as tensors (no host copy).
-    """
-    if num_batches < 1:
-        raise ValueError(f"num_batches must be >= 1. Received: {num_batches}")
-    iterator = iter(dataset)
-    for _ in range(int(warmup_batches)):
-        next(iterator)
-    images = 0
-    start = time.perf_counter()
-    for _ in range(int(num_batches)):
-        batch = next(iterator)
-        first = batch[0] if isinstance(batch, (tuple, list)) else batch
-        images += int(first.shape[0])
-    seconds = time.perf_counter() - start
-    return {
-        "images_per_second": images / seconds,
-        "batches_per_second": num_batches / seconds,
-        "images": images,
-        "batches": int(num_batches),
-        "seconds": seconds,
-    }
-
-
-def benchmark_input_pipeline(
-    source=None,
-    image_size=32,
-    batch_size=64,
-    randaugment=(4, 5),
-    num_batches=20,
-    warmup_batches=3,
-    seed=0,
-    train=True,
-    **kwargs,
-):
-    """Build a train (or eval) pipeline and time it with :func:`measure_throughput`.
-
-    Extra keyword arguments go to :func:`make_train_dataset` /
-    :func:`make_eval_dataset`. The returned dict also has ``setup_seconds``
-    (source loading and verification, graph building).
-    """
-    start = time.perf_counter()
-    if train:
-        dataset = make_train_dataset(source, batch_size, image_size, randaugment=randaugment, seed=seed, **kwargs)
-    else:
-        dataset = make_eval_dataset(source, batch_size, image_size, **kwargs).repeat()
-    setup = time.perf_counter() - start
-    result = measure_throughput(dataset, num_batches=num_batches, warmup_batches=warmup_batches)
-    result["setup_seconds"] = setup
-    return result
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Measure the NFNet input pipeline's throughput.")
-    parser.add_argument("--source", default=None, help="dataset (default: the bundled CIFAR-10 sample)")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--randaugment", type=int, nargs=2, default=(4, 5), metavar=("N", "M"))
-    parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval", action="store_true", help="time the evaluation pipeline instead")
-    parser.add_argument("--skip-corrupt", action="store_true")
-    args = parser.parse_args(argv)
-    kwargs = {"skip_corrupt": args.skip_corrupt}
-    if args.eval:
-        result = benchmark_input_pipeline(
-            args.source, args.image_size, args.batch_size, None, args.batches, args.warmup, train=False, **kwargs
-        )
-    else:
-        result = benchmark_input_pipeline(
-            args.source,
-            args.image_size,
-            args.batch_size,
-            tuple(args.randaugment),
-            args.batches,
-            args.warmup,
-            seed=args.seed,
-            **kwargs,
-        )
-    print(
-        f"{'eval' if args.eval else 'train'} pipeline, {args.source or datasets.BUNDLED_SAMPLE}, "
-        f"{args.image_size} px, batch {args.batch_size}: {result['images_per_second']:.1f} images/s "
-        f"({result['batches']} batches in {result['seconds']:.2f} s; setup {result['setup_seconds']:.2f} s)"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

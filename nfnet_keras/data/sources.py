@@ -4,7 +4,7 @@ A source is an :class:`ImageSource`: class names plus named splits of
 (encoded image or pixels, integer label) examples in a fixed order. The input
 pipeline (:mod:`nfnet_keras.data.pipeline`) asks it for a sharded, shuffled,
 repeated ``tf.data.Dataset`` of raw examples and decodes them with
-:func:`decode_image`. :func:`load_source` accepts:
+:func:`nfnet_keras.preprocessing.decode_image`. :func:`load_source` accepts:
 
 * ``"cifar10_sample"`` (the default, also ``None``): the CIFAR-10 sample that
   ships with the package (``nfnet_keras/data/cifar10_sample.npz``: 5,000 train
@@ -41,9 +41,8 @@ it is built (``tools/make_cifar10_sample.py``), TFDS data when it is prepared.
 Split names: ``"train"``, and ``"eval"`` for the first of ``validation``,
 ``val`` and ``test`` that the source has; a source's own split names work too.
 
-JPEGs are decoded with ``tf.io.decode_jpeg(..., channels=3,
-dct_method="INTEGER_ACCURATE")``, which is pixel-identical to Pillow; other
-formats with ``tf.io.decode_image(..., channels=3, expand_animations=False)``.
+Decoding is :func:`nfnet_keras.preprocessing.decode_image`, which gives the
+pixels Pillow gives (and ``prepare_images`` uses).
 """
 
 import dataclasses
@@ -55,6 +54,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from nfnet_keras.preprocessing.decoding import decode_image
+
 __all__ = [
     "DatasetError",
     "ImageSource",
@@ -64,7 +65,6 @@ __all__ = [
     "CIFAR10_CLASSES",
     "IMAGE_EXTENSIONS",
     "list_images",
-    "decode_image",
     "load_source",
     "bundled_cifar10_sample",
     "from_npz",
@@ -121,26 +121,8 @@ def _accepted_forms_text():
 
 
 # ---------------------------------------------------------------------------
-# Decoding
+# Decoding checks
 # ---------------------------------------------------------------------------
-
-
-def decode_image(contents):
-    """Decode an encoded image (JPEG, PNG, BMP, GIF) to uint8 ``(H, W, 3)``.
-
-    JPEGs go through ``tf.io.decode_jpeg(..., dct_method="INTEGER_ACCURATE")``
-    (pixel-identical to Pillow); other formats through
-    ``tf.io.decode_image(..., channels=3, expand_animations=False)``. Greyscale
-    becomes RGB and an alpha channel is dropped. Usable inside ``tf.data``.
-    """
-    contents = tf.convert_to_tensor(contents, tf.string)
-    image = tf.cond(
-        tf.io.is_jpeg(contents),
-        lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False),
-    )
-    image.set_shape([None, None, 3])
-    return image
 
 
 def find_undecodable(items, from_files=False, max_reasons=5):
@@ -343,6 +325,15 @@ class _TFDSSource(ImageSource):
     def labels(self, split):
         """``None``: a TFDS source's labels are only known by reading the data."""
         return None
+
+    def examples(self, split):
+        """The encoded images of ``split``, in the order :meth:`make_dataset` reads them unshuffled.
+
+        Reads the whole split into memory (an object array of ``bytes``, as for
+        an npz source); stream a large split with :meth:`make_dataset` instead.
+        """
+        images = self.make_dataset(split).map(lambda raw, label: raw)
+        return np.array(list(images.as_numpy_iterator()), dtype=object)
 
     def example_names(self, split):
         return None

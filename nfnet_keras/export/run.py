@@ -7,7 +7,8 @@
 - `<export_dir>/<name>_tflite/<version>/<name>_<flavour>.tflite` for each
   requested TFLite flavour (`nfnet_keras.export.tflite`),
 
-each through a staging directory renamed into place at the end, prints what it
+each through a staging directory renamed into place at the end
+(`nfnet_keras.export.versions`), prints what it
 wrote (paths, sizes, signatures, TFLite tensor details, how long each step
 took) and a parity table against the Keras model on real images, and returns
 the same as a dict. TensorFlow backend only.
@@ -19,10 +20,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from nfnet_keras.checks import check_integer
+from nfnet_keras.export import savedmodel, versions
 from nfnet_keras.export import tflite as litert
-from nfnet_keras import preprocessing
-from nfnet_keras.export import savedmodel
-from nfnet_keras.export.savedmodel import ExportError
+from nfnet_keras.export.model import ExportError, load_export_model, require_tensorflow_backend
+from nfnet_keras.models.loading import predict_probabilities
+from nfnet_keras.preprocessing import prepare_images, preprocess_input
 
 __all__ = ["DEFAULTS", "run", "parity_table", "format_summary", "directory_size"]
 
@@ -65,16 +68,16 @@ def run(settings, print_fn=print):
     if unknown:
         raise ExportError(f"unknown export settings {unknown}")
     settings = {**DEFAULTS, **settings}
-    savedmodel.require_tensorflow_backend()
+    require_tensorflow_backend()
     # ---- cheap checks first -----------------------------------------------------
     try:
         flavours = litert.parse_flavours(settings["tflite"])
     except ValueError as error:
         raise ExportError(str(error)) from error
     for key in ("top_k", "version", "representative_count", "parity_count"):
-        savedmodel.check_integer(settings[key], key)
+        check_integer(settings[key], f"--{key}", error=ExportError, allow_none=key == "version")
     if settings["name"] is not None:
-        savedmodel.check_name(settings["name"])
+        versions.check_name(settings["name"])
     if "int8_full" in flavours:
         _check_folder(settings["representative_images"], "representative_images")
     if settings["parity"]:
@@ -82,7 +85,7 @@ def run(settings, print_fn=print):
     timings = {}
 
     started = time.time()
-    export_model = savedmodel.load_export_model(
+    loaded = load_export_model(
         model_path=settings["model"],
         variant=settings["variant"],
         weights=settings["weights"],
@@ -93,27 +96,27 @@ def run(settings, print_fn=print):
         classes=settings["classes"],
     )
     timings["load the model"] = time.time() - started
-    name = savedmodel.check_name(settings["name"] or export_model.model.name)
+    model, preprocessing = loaded.model, loaded.model.preprocessing
+    name = versions.check_name(settings["name"] or model.name)
     export_dir = os.path.abspath(settings["export_dir"])
     base = os.path.join(export_dir, name)
     tflite_base = os.path.join(export_dir, f"{name}_tflite")
-    version = settings["version"] or savedmodel.next_version(base, tflite_base)
+    version = settings["version"] or versions.next_version(base, tflite_base)
     saved_model_dir = os.path.join(base, str(version))
     tflite_dir = os.path.join(tflite_base, str(version))
     targets = [saved_model_dir] + ([tflite_dir] if flavours else [])
 
     tflite_files = {}
-    with savedmodel.VersionWriter(targets, overwrite=settings["overwrite"]) as writer:
+    with versions.VersionWriter(targets, overwrite=settings["overwrite"]) as writer:
         step = time.time()
-        archive, folded, top_k = savedmodel.build_archive(export_model, top_k=settings["top_k"])
+        archive, folded, top_k = savedmodel.build_archive(model, top_k=settings["top_k"])
         staged = writer.staging(saved_model_dir)
         archive.write_out(staged, verbose=False)
         timings["fold, trace and write the SavedModel"] = time.time() - step
         if "int8_full" in flavours:
             step = time.time()
             calibration = litert.representative_pixels(
-                export_model.image_size,
-                export_model.crop_padding,
+                preprocessing,
                 folder=settings["representative_images"],
                 count=settings["representative_count"],
             )
@@ -128,11 +131,10 @@ def run(settings, print_fn=print):
             timings[f"TFLite {flavour}"] = time.time() - step
 
     results = {
-        "source": export_model.source,
-        "variant": export_model.variant,
-        "image_size": export_model.image_size,
-        "crop_padding": export_model.crop_padding,
-        "num_classes": export_model.num_classes,
+        "source": loaded.source,
+        "image_size": preprocessing.image_size,
+        "crop_padding": preprocessing.crop_padding,
+        "num_classes": model.num_classes,
         "top_k": top_k,
         "version": version,
         "saved_model": {
@@ -149,7 +151,7 @@ def run(settings, print_fn=print):
     if settings["parity"]:
         step = time.time()
         results["parity"] = parity_table(
-            export_model,
+            model,
             folded,
             saved_model_dir,
             tflite_files,
@@ -190,28 +192,26 @@ def _row(artifact, inputs, probabilities, reference):
     }
 
 
-def parity_table(export_model, folded, saved_model_dir, tflite_files, folder=None, count=100):
+def parity_table(model, folded, saved_model_dir, tflite_files, folder=None, count=100):
     """Max |probability difference| and top-1 agreement of every artifact against the Keras model.
 
     The reference is the (unfolded) Keras model with the exported weights on
-    `nfnet_keras.prepare_images` of the same encoded images; the uint8
-    endpoint is compared with the Keras model on the same rounded pixels.
+    `nfnet_keras.prepare_images(images, model)` of the same encoded images; the
+    uint8 endpoint is compared with the Keras model on the same rounded pixels.
     Images: `count` spread over `folder`, or over the bundled CIFAR-10 test split.
     """
-    size, padding = export_model.image_size, export_model.crop_padding
+    preprocessing = model.preprocessing
     _, encoded = litert.encoded_images(folder, count, split="test")
-    reference = export_model.probabilities(preprocessing.prepare_images(encoded, size, padding))
-    pixels = litert.eval_pixels(encoded, size, padding)
+    inputs = prepare_images(encoded, model)
+    reference = predict_probabilities(model, inputs)
+    pixels = litert.eval_pixels(encoded, preprocessing)
     pixels_uint8 = np.clip(np.round(pixels), 0, 255).astype(np.uint8)
-    reference_uint8 = export_model.probabilities(np.asarray(preprocessing.preprocess_input(pixels_uint8)))
-
-    folded_outputs = np.asarray(folded.predict(preprocessing.prepare_images(encoded, size, padding), verbose=0))
-    if export_model.logits:
-        folded_outputs = savedmodel._softmax(folded_outputs)
+    normalized_uint8 = np.asarray(preprocess_input(pixels_uint8, mean=preprocessing.mean, std=preprocessing.std))
+    reference_uint8 = predict_probabilities(model, normalized_uint8)
     loaded = tf.saved_model.load(saved_model_dir)
     signatures = loaded.signatures
     rows = [
-        _row("Keras, folded", "normalised pixels", folded_outputs, reference),
+        _row("Keras, folded", "normalised pixels", predict_probabilities(folded, inputs), reference),
         _row(
             "SavedModel serving_default",
             "encoded images",
@@ -232,8 +232,8 @@ def parity_table(export_model, folded, saved_model_dir, tflite_files, folder=Non
         ),
     ]
     for flavour, path in tflite_files.items():
-        inputs = "int8 pixels (quantised)" if flavour == "int8_full" else "float32 pixels"
-        rows.append(_row(f"TFLite {flavour}", inputs, litert.run(path, pixels), reference))
+        kind = "int8 pixels (quantised)" if flavour == "int8_full" else "float32 pixels"
+        rows.append(_row(f"TFLite {flavour}", kind, litert.run(path, pixels), reference))
     return rows
 
 

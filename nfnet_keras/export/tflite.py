@@ -11,8 +11,8 @@ Running needs only `ai_edge_litert` (the LiteRT interpreter, no TensorFlow):
 the details `describe` prints.
 
 Every file has one signature, `predict_pixels`: input `pixels`, RGB on the
-0..255 scale, already squash-resized and centre-cropped to `S x S`
-(`nfnet_keras.preprocessing.eval_transform`) but not normalised (the model normalises),
+0..255 scale, already squash-resized and centre-cropped to `S x S` by the
+model's evaluation transform (`eval_pixels`) but not normalised (the model normalises),
 shape `[1, S, S, 3]` (the batch dimension is resizable: signature
 `[-1, S, S, 3]`); output `probabilities` `[1, K]`. Flavours (`FLAVOURS`):
 
@@ -26,17 +26,23 @@ shape `[1, S, S, 3]` (the batch dimension is resizable: signature
   the pixels with the input's `(scale, zero_point)`: `q = round(x / scale) +
   zero_point`, clipped to [-128, 127]; dequantise the output with
   `(q - zero_point) * scale`. `run` does both.
+
+Calibration and parity images (`encoded_images`) come from a folder or from
+the CIFAR-10 sample bundled with the package, read here with numpy: the
+export needs its encoded images, not the training input pipeline.
 """
 
 import os
 
 import numpy as np
 
-from nfnet_keras.data import sources
-from nfnet_keras import preprocessing
+from nfnet_keras.checks import check_integer
+from nfnet_keras.preprocessing import eval_transform, load_image
 
 __all__ = [
+    "BUNDLED_SAMPLE",
     "FLAVOURS",
+    "FOLDER_IMAGE_FORMATS",
     "SIGNATURE",
     "parse_flavours",
     "convert",
@@ -58,6 +64,11 @@ FLAVOURS = {
 }
 #: The SavedModel signature the TFLite files are converted from (float32 pixels in).
 SIGNATURE = "predict_pixels"
+#: The CIFAR-10 sample that `nfnet_keras.data` ships: JPEG bytes `x_<split>_jpeg` cut at `x_<split>_offsets`.
+BUNDLED_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "cifar10_sample.npz")
+#: Image files read from a folder: those Pillow identifies as one of these formats, which the
+#: SavedModel's `serving_default` decodes to the same pixels as Pillow.
+FOLDER_IMAGE_FORMATS = ("JPEG", "PNG", "BMP")
 
 
 def parse_flavours(values):
@@ -132,8 +143,9 @@ def encoded_images(folder=None, count=100, split="train"):
     """`(names, encoded bytes)` of up to `count` images spread over a folder or the bundled sample.
 
     Args:
-        folder: a folder searched recursively for `.jpg`, `.jpeg`, `.png` and
-            `.bmp` files (sorted by path); None: the bundled CIFAR-10 sample.
+        folder: a folder searched recursively (sorted by path, hidden files
+            skipped) for files in `FOLDER_IMAGE_FORMATS`; None: the bundled
+            CIFAR-10 sample.
         count: how many images (evenly spaced over the sorted list, so every
             class folder contributes).
         split: the bundled sample's split (`"train"` or `"test"`).
@@ -141,19 +153,18 @@ def encoded_images(folder=None, count=100, split="train"):
     Raises:
         ValueError: for a missing folder, one without images, or `count < 1`.
     """
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-        raise ValueError(f"the number of images must be a positive integer, got {count!r}")
+    check_integer(count, "the number of images")
     if folder is None:
-        source = sources.bundled_cifar10_sample()
-        data = source.examples(split)
-        indices = _spread(list(range(len(data))), count)
-        return [f"{sources.BUNDLED_SAMPLE}/{split}/{i}" for i in indices], [bytes(data[i]) for i in indices]
+        with np.load(BUNDLED_SAMPLE) as sample:
+            buffer, offsets = sample[f"x_{split}_jpeg"].tobytes(), sample[f"x_{split}_offsets"]
+        indices = _spread(list(range(len(offsets) - 1)), count)
+        return [f"cifar10_sample/{split}/{i}" for i in indices], [buffer[offsets[i] : offsets[i + 1]] for i in indices]
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise ValueError(f"image folder not found: {folder}")
-    files = sources.list_images(folder)
+    files = [path for path in _files(folder) if _is_image(path)]
     if not files:
-        raise ValueError(f"{folder}: no image files ({', '.join(sources.IMAGE_EXTENSIONS)}) found")
+        raise ValueError(f"{folder}: no image files ({', '.join(FOLDER_IMAGE_FORMATS)}) found")
     chosen = _spread(files, count)
     contents = []
     for path in chosen:
@@ -162,23 +173,41 @@ def encoded_images(folder=None, count=100, split="train"):
     return chosen, contents
 
 
-def eval_pixels(encoded, image_size, crop_padding):
-    """Decoded, squash-resized and cropped pixels `(N, S, S, 3)` float32 on 0..255 (not normalised)."""
+def _files(folder):
+    """The files under `folder`, recursively, sorted by path, without hidden files and folders."""
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield from (os.path.join(root, name) for name in sorted(names) if not name.startswith("."))
+
+
+def _is_image(path):
+    from PIL import Image  # noqa: PLC0415
+
+    try:
+        with Image.open(path) as image:
+            return image.format in FOLDER_IMAGE_FORMATS
+    except (OSError, ValueError):  # not an image (PIL's UnidentifiedImageError is an OSError)
+        return False
+
+
+def eval_pixels(encoded, preprocessing):
+    """Decoded pixels after the evaluation transform, `(N, S, S, 3)` float32 on 0..255 (not normalised).
+
+    Args:
+        encoded: encoded images (bytes or paths).
+        preprocessing: the model they are for (its `model.preprocessing`) or an
+            `EvalPreprocessing`.
+    """
     import keras  # noqa: PLC0415
 
-    batch = [
-        keras.ops.convert_to_numpy(
-            preprocessing.eval_transform(preprocessing.load_image(item), image_size, crop_padding)
-        )
-        for item in encoded
-    ]
+    batch = [keras.ops.convert_to_numpy(eval_transform(load_image(item), preprocessing)) for item in encoded]
     return np.stack(batch).astype(np.float32, copy=False)
 
 
-def representative_pixels(image_size, crop_padding, folder=None, count=100):
+def representative_pixels(preprocessing, folder=None, count=100):
     """Calibration pixels for `int8_full`: `count` images of `folder` or of the bundled sample's train split."""
     _, encoded = encoded_images(folder, count, split="train")
-    return eval_pixels(encoded, image_size, crop_padding)
+    return eval_pixels(encoded, preprocessing)
 
 
 def load_interpreter(path, num_threads=None):

@@ -38,6 +38,9 @@ class NFModel(keras.Model):
 
     def __init__(self, *args, preprocessing=None, class_names=None, **kwargs):
         super().__init__(*args, **kwargs)
+        # Set the stores first: Keras skips `self.x = v` when `self.x` already reads as `v`.
+        self._nf_preprocessing = None
+        self._nf_class_names = None
         self.preprocessing = preprocessing
         self.class_names = class_names
 

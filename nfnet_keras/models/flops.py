@@ -13,10 +13,13 @@ def count_macs(model, image_size=None):
 
     DeepMind's `count_flops` (and the NFNet README's "FLOPs") count the MACs of
     convolutions and linear layers only; this counter does the same, so
-    NFNet-F0 at 256 px gives 12.38 G.
+    NFNet-F0 at 256 px gives 12.38 G. Feature maps have their real SAME-padded
+    sizes; DeepMind's counter halves sizes as floats, so the two agree where
+    the input size divides by the total stride (NF-RegNet B2 and B5-B7 at
+    their test sizes do not).
 
     Args:
-        model: an NFNet built by this package.
+        model: any model built by this package (NFNet, NF-RegNet, NF-ResNet).
         image_size: int or (height, width); defaults to the model's static
             input size.
 

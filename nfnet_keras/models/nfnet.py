@@ -1,13 +1,14 @@
 """NFNet-F models (DeepMind's `nfnet.py`) as `NFModel`s, in the `keras.applications` style."""
 
 import math
-import os
 
 import keras
 
-from nfnet_keras.models import variants
-from nfnet_keras.models.base import IMAGENET_CLASSES, NFModel
-from nfnet_keras.preprocessing.settings import EvalPreprocessing
+from nfnet_keras.models import applications, variants
+
+# The keras.applications-style functions, one per variant of `variants.VARIANTS`
+# starting with F, are defined at the end of this module.
+__all__ = ["NFNet"] + ["NFNet" + v.replace("+", "Plus") for v in variants.variant_names()]
 from nfnet_keras.weights import loading
 from nfnet_keras.models.layers import NFBlock, ScaledActivation, WSConv2D
 
@@ -94,75 +95,38 @@ def NFNet(
     """
     config = variants.get_config(variant, **config_overrides)
     variant_name = variants.canonical_name(variant) if isinstance(variant, str) else None
-    _validate_arguments(variant_name, include_top, weights, pooling, classes, classifier_activation)
-    if keras.config.image_data_format() != "channels_last":
-        raise ValueError(
-            "NFNet supports only the 'channels_last' image data format (DeepMind's weights are NHWC/HWIO); "
-            "set keras.config.set_image_data_format('channels_last')."
+    no_imagenet = None
+    if variant_name not in variants.PRETRAINED_VARIANTS:
+        no_imagenet = (
+            f"No ImageNet weights are published for NFNet-{variant_name or 'custom'}: DeepMind released "
+            f"{', '.join(variants.PRETRAINED_VARIANTS)} only. Use weights=None or a path."
         )
-    input_shape = _input_shape(input_shape, input_tensor, config["test_imsize"], include_top, weights)
-
-    if input_tensor is None:
-        img_input = keras.layers.Input(shape=input_shape, name="images")
-    elif not keras.backend.is_keras_tensor(input_tensor):
-        img_input = keras.layers.Input(tensor=input_tensor, shape=input_shape, name="images")
-    else:
-        img_input = input_tensor
+    applications.check_arguments(include_top, weights, pooling, classes, classifier_activation, no_imagenet)
+    input_shape = applications.input_shape(input_shape, input_tensor, config["test_imsize"], include_top, weights)
+    img_input = applications.image_input(input_shape, input_tensor)
 
     x = _stem(img_input, config)
     x = _body(x, config, stochdepth_rate, seed, remat)
     final_channels = int(config["final_conv_mult"] * config["widths"][-1])
     x = WSConv2D(final_channels, 1, name="final_conv")(x)
     x = ScaledActivation(config["activation"], name="final_act")(x)
-
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if config["drop_rate"] > 0:
-            x = keras.layers.Dropout(config["drop_rate"], seed=seed, name="top_dropout")(x)
-        x = keras.layers.Dense(
-            classes,
-            activation=classifier_activation,
-            kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
-            # float32 logits also under mixed precision.
-            dtype="float32",
-            name="predictions",
-        )(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-
-    inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
+    x = applications.classification_head(
+        x,
+        include_top,
+        pooling,
+        classes,
+        classifier_activation,
+        config["drop_rate"],
+        seed,
+        kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
+    )
     if name is None:
         name = _default_name(variant_name) if variant_name else "nfnet"
-    fixed_size = input_shape[0] if input_shape[0] is not None and input_shape[0] == input_shape[1] else None
-    preprocessing = EvalPreprocessing(fixed_size or config["test_imsize"], crop_padding=config["eval_padding"])
-    model = NFModel(
-        inputs,
-        x,
-        name=name,
-        preprocessing=preprocessing,
-        # A 1000-class head is ImageNet's (as in keras.applications); train.py names its dataset's classes.
-        class_names=IMAGENET_CLASSES if include_top and classes == 1000 else None,
+    model = applications.make_model(
+        img_input, input_tensor, x, name, input_shape, config["test_imsize"], config["eval_padding"], include_top, classes
     )
-
     if weights is not None:
-        loading.load_pretrained(
-            model,
-            weights,
-            variant=variant_name,
-            rebuild=lambda **kw: NFNet(
-                variant,
-                **{
-                    "input_shape": (None, None, 3),
-                    "stochdepth_rate": stochdepth_rate,
-                    "remat": remat,
-                    "classifier_activation": None,
-                    **config_overrides,
-                    **kw,
-                },
-            ),
-        )
+        loading.load_pretrained(model, weights, variant=variant_name)
     return model
 
 
@@ -208,48 +172,6 @@ def _body(x, config, stochdepth_rate, seed, remat):
             index += 1
         x = keras.layers.Identity(name=f"stage{stage + 1}")(x)
     return x
-
-
-def _validate_arguments(variant_name, include_top, weights, pooling, classes, classifier_activation):
-    if not (weights in (None, "imagenet") or (isinstance(weights, (str, os.PathLike)) and os.path.exists(weights))):
-        raise ValueError(
-            "The `weights` argument should be either `None` (random initialization), `'imagenet'` "
-            f"(pre-training on ImageNet), or the path to the weights file to be loaded. Received: weights={weights}"
-        )
-    if weights == "imagenet" and variant_name not in variants.PRETRAINED_VARIANTS:
-        raise ValueError(
-            f"No ImageNet weights are published for NFNet-{variant_name or 'custom'}: DeepMind released "
-            f"{', '.join(variants.PRETRAINED_VARIANTS)} only. Use weights=None or a path."
-        )
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling}")
-    if include_top and (not isinstance(classes, int) or classes < 1):
-        raise ValueError(f"`classes` must be a positive integer. Received: classes={classes}")
-    if include_top and weights is not None and classes == 1000:
-        if classifier_activation not in (None, "softmax"):
-            raise ValueError(
-                "Only `None` and `softmax` activations are allowed for the `classifier_activation` argument "
-                f"when using pretrained weights, with `include_top=True`; Received: {classifier_activation}"
-            )
-
-
-def _input_shape(input_shape, input_tensor, default_size, include_top, weights):
-    if input_shape is None and input_tensor is not None:
-        shape = tuple(input_tensor.shape[1:]) if len(input_tensor.shape) == 4 else None
-        if shape is None:
-            raise ValueError(f"input_tensor must be 4-D (N, H, W, 3), got shape {input_tensor.shape}")
-        input_shape = shape
-    if input_shape is None:
-        return (default_size, default_size, 3) if include_top else (None, None, 3)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(f"`input_shape` must be a tuple of three integers (height, width, 3). Received: {input_shape}")
-    if weights is not None and input_shape[-1] != 3:
-        raise ValueError(f"The input must have 3 channels with pretrained weights; Received: input_shape={input_shape}")
-    for size in input_shape[:2]:
-        if size is not None and size < 32:
-            raise ValueError(f"Input size must be at least 32x32; Received: input_shape={input_shape}")
-    return input_shape
 
 
 def _default_name(variant):

@@ -1,14 +1,16 @@
 """One registry of every model by name: `create_model(name, ...)` and `model_names()`.
 
-Names are lower case, as in timm (`nfnet_f0`, `nfnet_f0_plus`, `nfnet_micro`);
-the variant spellings `F0`, `f0`, `F0+`, `F0plus`, `nano`, `micro` are accepted
-too. `train.py --variant`, `export.py --variant` and the predict command all
+Names are lower case, as in timm: the NFNet-F family (`nfnet_f0`,
+`nfnet_f0_plus`, `nfnet_micro`; the variant spellings `F0`, `f0`, `F0+`,
+`F0plus`, `nano`, `micro` are accepted too), NF-RegNets (`nf_regnet_b0` ...
+`nf_regnet_b8`) and NF-ResNets (`nf_resnet50` ... `nf_resnet600`).
+`train.py --variant`, `export.py --variant` and the predict command all
 resolve names here.
 """
 
 import dataclasses
 
-from nfnet_keras.models import nfnet, variants
+from nfnet_keras.models import nf_regnet, nf_resnet, nfnet, variants
 
 __all__ = ["ModelSpec", "create_model", "get_spec", "model_names"]
 
@@ -18,9 +20,9 @@ class ModelSpec:
     """What the registry knows about one model name.
 
     Attributes:
-        name: the registered name (`nfnet_f0`).
-        family: the architecture family (`nfnet`).
-        variant: the family's own name for the configuration (`F0`).
+        name: the registered name (`nfnet_f0`, `nf_regnet_b0`, `nf_resnet50`).
+        family: the architecture family (`nfnet`, `nf_regnet`, `nf_resnet`).
+        variant: the family's own name for the configuration (`F0`, `B0`, `50`).
         config: the configuration table entry: architecture keys plus
             `train_imsize`, `test_imsize`, `eval_padding` and `randaugment`.
         pretrained: whether `weights="imagenet"` is available.
@@ -34,22 +36,28 @@ class ModelSpec:
 
     def build(self, **kwargs):
         """Builds the model; `kwargs` as for `create_model`."""
-        return nfnet.NFNet(self.variant, **kwargs)
+        return _BUILDERS[self.family](self.variant, **kwargs)
 
 
-def _nfnet_specs():
-    for variant in list(variants.VARIANTS):
-        name = "nfnet_" + variant.lower().replace("+", "_plus")
-        yield ModelSpec(
-            name=name,
-            family="nfnet",
-            variant=variant,
-            config=variants.get_config(variant),
-            pretrained=variant in variants.PRETRAINED_VARIANTS,
-        )
+# family: the function that builds a variant of it.
+_BUILDERS = {"nfnet": nfnet.NFNet, "nf_regnet": nf_regnet.NFRegNet, "nf_resnet": nf_resnet.NFResNet}
 
 
-_SPECS = {spec.name: spec for spec in _nfnet_specs()}
+def _nfnet_name(variant):
+    return "nfnet_" + variant.lower().replace("+", "_plus")
+
+
+def _specs():
+    for variant in variants.VARIANTS:
+        config = variants.get_config(variant)
+        yield ModelSpec(_nfnet_name(variant), "nfnet", variant, config, variant in variants.PRETRAINED_VARIANTS)
+    # DeepMind published no NF-RegNet or NF-ResNet weights.
+    for family in (nf_regnet, nf_resnet):
+        for variant in family.VARIANTS:
+            yield ModelSpec(family.default_name(variant), family.FAMILY, variant, family.get_config(variant), False)
+
+
+_SPECS = {spec.name: spec for spec in _specs()}
 
 
 def _canonical(name):
@@ -60,7 +68,7 @@ def _canonical(name):
         return key
     variant = variants.canonical_name(name)  # F0, f0, F0+, F0plus, nano, micro
     if variant in variants.VARIANTS:
-        return "nfnet_" + variant.lower().replace("+", "_plus")
+        return _nfnet_name(variant)
     raise ValueError(f"Unknown model {name!r}. Choose one of: {', '.join(model_names())}.")
 
 
@@ -92,13 +100,15 @@ def create_model(
 
     Args:
         name: a registered name (`model_names()`) or a variant spelling.
-        weights: `None` (random initialisation), `"imagenet"` or the path of a
-            weights file (DeepMind checkpoint, timm `.safetensors`, Keras
+        weights: `None` (random initialisation), `"imagenet"` (for the names
+            of `model_names(pretrained_only=True)`) or the path of a weights
+            file (DeepMind-layout checkpoint, timm `.safetensors`, Keras
             `.weights.h5`, converted `.npz`).
         include_top, input_shape, pooling, classes, classifier_activation: as
             in `keras.applications`.
         **overrides: the family's other arguments (`input_tensor`, `name`,
-            `drop_rate`, `stochdepth_rate`, `seed`, `remat`, architecture keys).
+            `drop_rate`, `stochdepth_rate`, `seed`, `remat`, configuration
+            keys such as NF-ResNet's `use_se`).
 
     Returns:
         An `NFModel` carrying its evaluation preprocessing and class names.

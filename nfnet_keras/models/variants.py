@@ -64,31 +64,25 @@ for _name, (_depths, _train, _test, _drop, _ra, _top1) in _F_TABLE.items():
     VARIANTS[_name + "+"] = dict(VARIANTS[_name], widths=PLUS_WIDTHS)
     TOP1[_name] = _top1
 
-# Small configurations for tests, CPU demos and the default `train.py` run.
-VARIANTS["nano"] = dict(
-    BASE_CONFIG,
-    widths=(32, 64, 96, 128),
-    depths=(1, 1, 1, 1),
-    stem_widths=(8, 16, 32),
-    group_width=16,
-    drop_rate=0.0,
-    train_imsize=32,
-    test_imsize=32,
-    eval_padding=4,  # DeepMind's 32 px is sized for ImageNet; at 32 px it would keep the centre half
-    randaugment=(2, 5),
-)
-VARIANTS["micro"] = dict(
-    BASE_CONFIG,
-    widths=(64, 128, 256, 256),
-    depths=(1, 1, 2, 1),
-    stem_widths=(16, 32, 64),
-    group_width=32,
-    drop_rate=0.2,
-    train_imsize=32,
-    test_imsize=32,
-    eval_padding=4,
-    randaugment=(2, 5),
-)
+# Small configurations for tests, CPU demos and the default `train.py` run, at 32 px:
+# name: widths, depths, stem widths, group width, dropout.
+_SMALL_TABLE = {
+    "nano": ((32, 64, 96, 128), (1, 1, 1, 1), (8, 16, 32), 16, 0.0),
+    "micro": ((64, 128, 256, 256), (1, 1, 2, 1), (16, 32, 64), 32, 0.2),
+}
+for _name, (_widths, _depths, _stem, _group, _drop) in _SMALL_TABLE.items():
+    VARIANTS[_name] = dict(
+        BASE_CONFIG,
+        widths=_widths,
+        depths=_depths,
+        stem_widths=_stem,
+        group_width=_group,
+        drop_rate=_drop,
+        train_imsize=32,
+        test_imsize=32,
+        eval_padding=4,  # DeepMind's 32 px is sized for ImageNet; at 32 px it would keep the centre half
+        randaugment=(2, 5),
+    )
 
 # Keys a caller may override when building a model.
 ARCH_KEYS = (

@@ -1,11 +1,21 @@
 """The paper's training recipe: AGC, optimizers, EMA, schedules, losses, SAM, distribution.
 
-These modules use `keras.ops` only and import without TensorFlow. The
-`train.py` run itself (`nfnet_keras.training.run`) needs TensorFlow for tf.data
-and is imported on demand.
+The recipe (`keras.ops` only; these modules import without TensorFlow):
+
+- `agc`: adaptive gradient clipping; `optimizers`: AGC optimizers, `NFNetSGD`
+  and the weight EMA update; `ema`: evaluating and saving with the EMA weights;
+  `schedules`, `losses`; `sam`: `NFNetTrainer` (Keras' step, or SAM);
+  `distribution`: the data-parallel engine; `keras_internals`: the protected
+  Keras attributes the optimizers read, listed in one place.
+
+The `train.py` run (`run` needs TensorFlow for tf.data and is imported on demand):
+
+- `plan`: sizes, steps and checkpoint chunks from the settings; `checkpoint`:
+  the resumable state; `callbacks`: the run's callbacks; `run`: `run(settings)`.
 """
 
 from nfnet_keras.training.agc import adaptive_clip_gradients, unitwise_norm
+from nfnet_keras.training.ema import EMACheckpoint, EMAEvaluation, ema_weights, save_ema_weights
 from nfnet_keras.training.losses import NFNetCrossEntropy
 from nfnet_keras.training.optimizers import AGCAdam, AGCAdamW, AGCMixin, AGCSGD, NFNetSGD, with_agc
 from nfnet_keras.training.sam import NFNetTrainer
@@ -16,11 +26,15 @@ __all__ = [
     "AGCAdamW",
     "AGCMixin",
     "AGCSGD",
+    "EMACheckpoint",
+    "EMAEvaluation",
     "NFNetCrossEntropy",
     "NFNetSGD",
     "NFNetTrainer",
     "WarmupCosineDecay",
     "adaptive_clip_gradients",
+    "ema_weights",
+    "save_ema_weights",
     "unitwise_norm",
     "with_agc",
 ]

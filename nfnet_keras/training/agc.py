@@ -23,6 +23,7 @@ from keras import backend, ops
 __all__ = [
     "unitwise_norm",
     "adaptive_clip_gradients",
+    "agc_clip",
     "agc_clip_mask",
     "agc_clip_fraction",
     "unit_count",
@@ -98,11 +99,12 @@ def unitwise_norm(x):
     return ops.sqrt(ops.sum(squared, axis=axes, keepdims=True))
 
 
-def _clip_one(grad, param, clipping, eps):
-    """AGC for one tensor. Returns `(clipped_grad, trigger)`.
+def agc_clip(grad, param, clipping=0.01, eps=1e-3):
+    """AGC for one gradient. Returns `(clipped_grad, trigger)`.
 
-    `trigger` is a boolean tensor with one entry per unit (the shape of
-    `unitwise_norm(param)`), True where the unit was rescaled.
+    `clipped_grad` has the dtype of `grad`; `trigger` is a boolean tensor with
+    one entry per unit (the shape of `unitwise_norm(param)`), True where the
+    unit was rescaled.
     """
     grad = ops.convert_to_tensor(grad)
     out_dtype = grad.dtype
@@ -149,7 +151,7 @@ def adaptive_clip_gradients(grads, params, clipping=0.01, eps=1e-3):
     if len(grads) != len(params):
         raise ValueError(f"got {len(grads)} gradients for {len(params)} parameters")
     return [
-        None if g is None else _clip_one(g, p, clipping, eps)[0]
+        None if g is None else agc_clip(g, p, clipping, eps)[0]
         for g, p in zip(grads, params)
     ]
 
@@ -160,7 +162,7 @@ def agc_clip_mask(grad, param, clipping=0.01, eps=1e-3):
     Its shape is that of `unitwise_norm(param)`: `()` for scalars and vectors,
     `(1, O)` for (I, O) kernels, `(1, 1, 1, O)` for HWIO kernels.
     """
-    return _clip_one(grad, param, clipping, eps)[1]
+    return agc_clip(grad, param, clipping, eps)[1]
 
 
 def agc_clip_fraction(grads, params, clipping=0.01, eps=1e-3):

@@ -1,242 +1,78 @@
-"""Evaluate and save with the optimizer's EMA weights.
+"""The callbacks of a `train.py` run: checkpoints, throughput, optimizer logging.
 
-DeepMind evaluates both the raw parameters and their exponential moving
-average (`ema_` metrics). In nfnet_keras the average lives in the optimizer
-(`nfnet_keras.training.optimizers.NFNetSGD(ema_decay=...)` or any `with_agc(...)`
-optimizer): `optimizer.average_variables`, and
-`optimizer.swap_average_weights(var_list)` swaps them with the model weights
-in place (a second call swaps back).
+Each Keras "epoch" of the run is one checkpoint chunk (`nfnet_keras.training.plan`).
+The EMA callbacks (`EMAEvaluation`, `EMACheckpoint`) are in `nfnet_keras.training.ema`.
 
-- `ema_weights(model)`: context manager, EMA weights in the model inside the
-  `with` block, raw weights restored afterwards (also on exceptions).
-- `EMAEvaluation(validation_data)`: callback logging `val_ema_<metric>` each
-  epoch (swap in, `evaluate`, swap back).
-- `save_ema_weights(model, filepath)` and `EMACheckpoint(filepath)`: write the
-  EMA weights as a `.weights.h5` file (by default those of the wrapped network
-  of an `NFNetTrainer`, so the file loads straight into `nfnet_keras.NFNet`).
-
-Checkpoints: the averages are optimizer variables, so a full `.keras` save
-(`model.save(...)`, `keras.callbacks.ModelCheckpoint(..., save_weights_only=
-False)`) keeps the raw weights *and* the EMA (and momentum, step counter);
-`keras.saving.load_model` restores both. A `.weights.h5` file holds the layer
-weights only.
-
-Keras' own `keras.callbacks.SwapEMAWeights` cannot be reused: it requires
-Keras' `use_ema=True` machinery (`optimizer._model_variables_moving_average`),
-which `NFNetSGD` deliberately does not use (Keras' `use_ema` overwrites the
-model weights with the average at the end of `fit`). For a plain Keras
-optimizer with `use_ema=True`, the helpers here fall back to that attribute.
+Uses numpy and `keras.ops` only; imports without TensorFlow.
 """
 
-import contextlib
+import time
 
 import keras
-from keras import ops
+import numpy as np
 
-__all__ = [
-    "EMAEvaluation",
-    "EMACheckpoint",
-    "ema_weights",
-    "save_ema_weights",
-    "ema_optimizer",
-]
+from nfnet_keras.training import checkpoint
+
+__all__ = ["Checkpoint", "LogOptimizer", "Throughput"]
 
 
-def ema_optimizer(optimizer):
-    """The optimizer that holds the weight EMA (unwraps `LossScaleOptimizer`).
-
-    Raises:
-        ValueError: if it keeps no EMA.
-    """
-    if optimizer is None:
-        raise ValueError("the model has no optimizer: compile it with an EMA optimizer first")
-    inner = getattr(optimizer, "inner_optimizer", None)
-    if inner is not None:
-        optimizer = inner
-    if hasattr(optimizer, "swap_average_weights"):
-        if getattr(optimizer, "ema_decay", 0) is None:
-            raise ValueError(
-                f"{type(optimizer).__name__} keeps no weight EMA: pass ema_decay=... (e.g. 0.99999)"
-            )
-        return optimizer
-    if getattr(optimizer, "use_ema", False):
-        return optimizer
-    raise ValueError(
-        f"{type(optimizer).__name__} keeps no weight EMA: use nfnet_keras.training.optimizers.NFNetSGD("
-        "ema_decay=...) (or a Keras optimizer with use_ema=True)"
-    )
-
-
-def _swap(optimizer, var_list):
-    """Swap model weights and EMA in place (an involution)."""
-    if hasattr(optimizer, "swap_average_weights"):
-        optimizer.swap_average_weights(var_list)
-        return
-    # Keras `use_ema=True` optimizer: same swap on its private averages.
-    averages = optimizer._model_variables_moving_average
-    for var in var_list:
-        average = averages[optimizer._get_variable_index(var)]
-        raw = ops.copy(ops.convert_to_tensor(var))
-        var.assign(ops.convert_to_tensor(average))
-        average.assign(raw)
-
-
-@contextlib.contextmanager
-def ema_weights(model, optimizer=None, var_list=None):
-    """Context manager: the model holds its EMA weights inside the block.
-
-    Call eagerly (not inside a traced function). The raw weights are restored
-    on exit, also when the block raises.
+class Checkpoint(keras.callbacks.Callback):
+    """Writes the whole training state atomically at the end of every chunk; never a NaN state.
 
     Args:
-        model: the model that was compiled with the EMA optimizer.
-        optimizer: defaults to `model.optimizer`.
-        var_list: the variables the optimizer was built with; defaults to
-            `model.trainable_variables`.
-    """
-    opt = ema_optimizer(optimizer if optimizer is not None else model.optimizer)
-    if not opt.built:
-        raise ValueError("the optimizer is not built yet (train for a step or call optimizer.build)")
-    variables = list(model.trainable_variables if var_list is None else var_list)
-    _swap(opt, variables)
-    try:
-        yield model
-    finally:
-        _swap(opt, variables)
-
-
-def _default_target(model):
-    from nfnet_keras.training.sam import NFNetTrainer
-
-    return model.model if isinstance(model, NFNetTrainer) else model
-
-
-def _is_chief():
-    """True unless this is a non-zero process of a multi-process JAX run."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.process_index() == 0
-    return True
-
-
-def save_ema_weights(model, filepath, target=None, optimizer=None, overwrite=True):
-    """Write the EMA weights to `filepath` (`.weights.h5`).
-
-    Args:
-        model: the compiled (trainer) model whose optimizer holds the EMA.
-        filepath: must end in `.weights.h5`.
-        target: the model whose `save_weights` is called; defaults to the
-            wrapped network of an `NFNetTrainer` (loadable with
-            `NFNet(...).load_weights(filepath)`), else `model`.
-        optimizer: defaults to `model.optimizer`.
-        overwrite: passed to `save_weights`.
-    """
-    target = _default_target(model) if target is None else target
-    with ema_weights(model, optimizer=optimizer):
-        if _is_chief():
-            target.save_weights(filepath, overwrite=overwrite)
-
-
-class EMAEvaluation(keras.callbacks.Callback):
-    """Evaluates with the EMA weights at the end of epochs; logs `val_ema_*`.
-
-    (Not registered for serialisation: it holds the validation data.)
-
-    At each `frequency`-th epoch end: swap the EMA weights in, run
-    `model.evaluate(validation_data)`, swap the raw weights back, and add the
-    results to the epoch logs as `<prefix><name>` (e.g. `val_ema_loss`,
-    `val_ema_accuracy`). Callbacks placed *after* this one in the list (e.g.
-    `ModelCheckpoint(monitor="val_ema_accuracy")`) and the `History` see
-    them.
-
-    Args:
-        validation_data: what `evaluate` accepts: a `tf.data.Dataset`, a
-            `PyDataset`, or a tuple `(x, y)` / `(x, y, sample_weight)`.
-        batch_size: for array inputs.
-        steps: number of evaluation steps (datasets).
-        frequency: evaluate every `frequency` epochs (and never in between).
-        prefix: name prefix of the logged metrics.
-        verbose: `evaluate` verbosity.
+        path: the checkpoint file (`RunDirectory.checkpoint`).
+        plan: the run's `RunPlan`, which says at which step each chunk ends.
     """
 
-    def __init__(self, validation_data, batch_size=None, steps=None, frequency=1, prefix="val_ema_", verbose=0):
+    def __init__(self, path, plan):
         super().__init__()
-        if int(frequency) < 1:
-            raise ValueError(f"frequency must be >= 1, got {frequency}")
-        self.validation_data = validation_data
+        self.path = path
+        self.plan = plan
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or not np.isfinite(loss) or self.model.stop_training:
+            return
+        checkpoint.save_state(self.model, self.path, self.plan.chunk_end(epoch))
+
+
+class Throughput(keras.callbacks.Callback):
+    """Training images per second over every chunk after the first (which compiles).
+
+    Args:
+        batch_size: images per step (the global batch).
+    """
+
+    def __init__(self, batch_size):
+        super().__init__()
         self.batch_size = batch_size
-        self.steps = steps
-        self.frequency = int(frequency)
-        self.prefix = prefix
-        self.verbose = verbose
+        self.images = []
+        self.seconds = []
+        self.start = 0.0
 
-    def evaluate_ema(self):
-        """Evaluates the model with EMA weights now; returns `{prefix+name: value}`."""
-        data = self.validation_data
-        if isinstance(data, (tuple, list)):
-            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(data))
-        else:
-            x, y, sample_weight = data, None, None
-        with ema_weights(self.model):
-            results = self.model.evaluate(
-                x,
-                y,
-                sample_weight=sample_weight,
-                batch_size=self.batch_size,
-                steps=self.steps,
-                verbose=self.verbose,
-                return_dict=True,
-            )
-        return {self.prefix + k: float(v) for k, v in results.items()}
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.time()
+
+    def on_test_begin(self, logs=None):  # the chunk's validation is not training time
+        self.seconds.append(time.time() - self.start)
+        self.images.append(self.params["steps"] * self.batch_size)
+
+    def images_per_second(self):
+        """The rate over the chunks after the first (over the first when there is no other); NaN before any."""
+        first = 1 if len(self.seconds) > 1 else 0
+        seconds = sum(self.seconds[first:])
+        return sum(self.images[first:]) / seconds if seconds else float("nan")
+
+
+class LogOptimizer(keras.callbacks.Callback):
+    """Adds the learning rate and the AGC clip fraction to the epoch logs (TensorBoard, CSV)."""
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.frequency:
+        if logs is None:
             return
-        results = self.evaluate_ema()
-        if logs is not None:
-            logs.update(results)
-
-
-@keras.saving.register_keras_serializable(package="nfnet_keras")
-class EMACheckpoint(keras.callbacks.Callback):
-    """Saves the EMA weights (`.weights.h5`) at the end of epochs.
-
-    Args:
-        filepath: `.weights.h5` path; may contain `{epoch}` (1-based, like
-            `ModelCheckpoint`) and epoch-log keys, e.g.
-            `"ema_{epoch:03d}.weights.h5"`.
-        frequency: save every `frequency` epochs.
-        target: model whose weights are written; default: the wrapped
-            network of an `NFNetTrainer`, else the model (see
-            `save_ema_weights`).
-
-    Only process 0 writes in a multi-process JAX run.
-    """
-
-    def __init__(self, filepath, frequency=1, target=None):
-        super().__init__()
-        if not str(filepath).endswith(".weights.h5"):
-            raise ValueError(f"filepath must end in .weights.h5, got {filepath!r}")
-        if int(frequency) < 1:
-            raise ValueError(f"frequency must be >= 1, got {frequency}")
-        self.filepath = str(filepath)
-        self.frequency = int(frequency)
-        self.target = target
-        self.last_filepath = None
-
-    def get_config(self):
-        """Config (`filepath`, `frequency`); a custom `target` is not serialised."""
-        return {"filepath": self.filepath, "frequency": self.frequency}
-
-    @classmethod
-    def from_config(cls, config):
-        """Inverse of `get_config`."""
-        return cls(**config)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.frequency:
-            return
-        path = self.filepath.format(epoch=epoch + 1, **(logs or {}))
-        save_ema_weights(self.model, path, target=self.target)
-        self.last_filepath = path
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        lr = optimizer.learning_rate
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+        fraction = getattr(optimizer, "clip_fraction", None)
+        if fraction is not None:
+            logs["clip_fraction"] = float(keras.ops.convert_to_numpy(fraction))

@@ -38,7 +38,9 @@ import os
 
 import keras
 
-__all__ = ["Engine", "get_distribution"]
+from nfnet_keras.checks import check_integer
+
+__all__ = ["Engine", "get_distribution", "is_chief", "process_index"]
 
 _MULTIWORKER_TF_MESSAGE = (
     "Multi-host training on the TensorFlow backend would need "
@@ -54,6 +56,27 @@ _MULTIWORKER_TF_MESSAGE = (
 # Arguments of the JAX distributed runtime initialised by this process (it can
 # only be initialised once per process).
 _JAX_INITIALIZED = None
+
+
+def process_index():
+    """The index of this process: JAX's process index, 0 on the other backends.
+
+    Only JAX runs one process per host here (TensorFlow multi-host is refused).
+    """
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.process_index()
+    return 0
+
+
+def is_chief(index=None):
+    """True on process 0, the one that writes checkpoints, logs and models.
+
+    Args:
+        index: a process index; default: this process' (`process_index()`).
+    """
+    return (process_index() if index is None else index) == 0
 
 
 class Engine:
@@ -96,7 +119,7 @@ class Engine:
     @property
     def is_chief(self):
         """True on process 0 (the one that should write checkpoints/logs)."""
-        return self.process_index == 0
+        return is_chief(self.process_index)
 
     def scope(self):
         """Context manager for creating, compiling and fitting the model.
@@ -117,9 +140,7 @@ class Engine:
         Args:
             global_batch_size: examples per step over all replicas and hosts.
         """
-        b = int(global_batch_size)
-        if b <= 0:
-            raise ValueError(f"global batch size must be positive, got {global_batch_size}")
+        b = check_integer(global_batch_size, "global batch size")
         for what, n in (("replicas (devices)", self.num_replicas), ("hosts", self.num_hosts)):
             if b % n:
                 raise ValueError(
@@ -270,7 +291,7 @@ def _jax_engine(tpu, devices, job_addresses, num_processes, process_id, auto_sha
         distribution=distribution,
         num_replicas=len(devices),
         num_hosts=num_hosts,
-        process_index=jax.process_index(),
+        process_index=process_index(),
         devices=devices,
     )
 

@@ -20,9 +20,10 @@ that every Keras 3 backend calls with the gradient that is actually applied:
 
 Which variables are clipped or decayed is decided once, in `build(var_list)`,
 from `keras.Variable.path` (regular expressions searched with `re.search`),
-and stored by index; `update_step` looks the flags up with
-`self._get_variable_index(variable)`.  (Inside `update_step` on TF the variable
-is a raw `tf.Variable` without `.path`.)
+and stored by index; `update_step` looks the flags up by the variable's index
+in the built list (`keras_internals.variable_index`: Keras offers no public
+way).  (Inside `update_step` on TF the variable is a raw `tf.Variable` without
+`.path`.)
 
 Classes
 -------
@@ -42,8 +43,11 @@ average starts equal to the parameters (at step 0 it is taken from the
 parameters as they are just before the first update, so weights loaded after
 `build` are respected).  This is *not* Keras' `use_ema`: the model weights are
 never overwritten (no `finalize_variable_values` at the end of `fit`).  Use
-`average_variables` and `swap_average_weights(var_list)` to evaluate or save
-the averaged weights.
+`average_variables` and `swap_average_weights(var_list)`, or the helpers of
+`nfnet_keras.training.ema` built on them, to evaluate or save the averaged
+weights.
+
+Uses `keras.ops` only; imports without TensorFlow.
 """
 
 import re
@@ -51,7 +55,8 @@ import re
 import keras
 from keras import ops
 
-from nfnet_keras.training.agc import _clip_one, unit_count
+from nfnet_keras.training import ema, keras_internals
+from nfnet_keras.training.agc import agc_clip, unit_count
 
 __all__ = [
     "AGCMixin",
@@ -202,7 +207,7 @@ class AGCMixin:
     # ------------------------------------------------------------ update step
     def update_step(self, gradient, variable, learning_rate):
         """AGC on the reduced gradient, the wrapped update, then the EMA update."""
-        index = self._get_variable_index(variable)
+        index = keras_internals.variable_index(self, variable)
         if self._agc_flags[index]:
             gradient = _densify(gradient, tuple(variable.shape))
         gradient = ops.cast(gradient, variable.dtype)
@@ -210,7 +215,7 @@ class AGCMixin:
         if self._ema_variables is not None:
             average_start = self._average_start(variable, index)
         if self._agc_flags[index]:
-            gradient, trigger = _clip_one(gradient, variable, self.clipping, self.eps)
+            gradient, trigger = agc_clip(gradient, variable, self.clipping, self.eps)
             self.assign(self._clip_counts[index], ops.sum(ops.cast(trigger, "float32")))
         self._base_update_step(gradient, variable, learning_rate, index)
         if self._ema_variables is not None:
@@ -295,24 +300,9 @@ class AGCMixin:
                 with (`model.trainable_variables`); defaults to that list.
         """
         averages = self.average_variables
-        var_list = self._trainable_variables if var_list is None else list(var_list)
-        if len(var_list) != len(averages):
-            raise ValueError(
-                f"got {len(var_list)} variables, the optimizer holds "
-                f"{len(averages)} averages"
-            )
-        for var, average in zip(var_list, averages):
-            if average is None:
-                continue
-            if tuple(var.shape) != tuple(average.shape):
-                raise ValueError(
-                    f"shape mismatch: variable {_variable_path(var)} "
-                    f"{tuple(var.shape)} vs average {tuple(average.shape)}"
-                )
-            model_value = ops.copy(ops.convert_to_tensor(var))
-            average_value = ops.copy(ops.convert_to_tensor(average))
-            var.assign(average_value)
-            average.assign(model_value)
+        if var_list is None:
+            var_list = keras_internals.built_variables(self)
+        ema.swap_weights(var_list, averages)
 
     # ---------------------------------------------------------------- config
     def get_config(self):

@@ -52,10 +52,9 @@ Backends: TensorFlow (`tf.GradientTape`, `tf.distribute` aware) and JAX
 With `sam_rho == 0` any backend works; `sam_rho > 0` raises on other
 backends.
 
-The step relies on the Keras 3.15 trainer's protected helpers that a
-`train_step` override is expected to use (`_compute_loss`, `_loss_tracker`,
-`_call_has_training_arg`, JAX `compute_loss_and_updates` and
-`_update_metrics_variables`); it does not modify any Keras code.
+The SAM step uses public Keras API only (`compute_loss`, `compute_metrics`,
+`keras.StatelessScope`, the JAX trainer's `compute_loss_and_updates`, the
+`"loss"` metric in `model.metrics`) and does not modify any Keras code.
 """
 
 import keras
@@ -104,9 +103,18 @@ def _perturb(values, grads, scale):
 
 
 def _first_batch_dim(x):
-    """Batch size of the first non-`None` input, as a tensor."""
+    """Batch size of the first non-`None` input (the weight of the batch's loss in the running mean)."""
     leaf = next(i for i in keras.tree.flatten(x) if i is not None)
     return ops.shape(leaf)[0]
+
+
+def _scope_values(scope, variables):
+    """The values `variables` have in a `keras.StatelessScope` (their own where it wrote none)."""
+    values = []
+    for variable in variables:
+        value = scope.get_current_value(variable)
+        values.append(variable.value if value is None else value)
+    return values
 
 
 @keras.saving.register_keras_serializable(package="nfnet_keras")
@@ -201,43 +209,36 @@ class NFNetTrainer(keras.Model):
             return self._tf_sam_train_step(*args, **kwargs)
         raise ValueError(f"SAM is not implemented for KERAS_BACKEND={backend!r}")
 
-    def _call_kwargs(self, training):
-        return {"training": training} if self._call_has_training_arg else {}
+    def _loss_metric(self):
+        """Keras' running mean of the loss: the metric named `"loss"` of a compiled model."""
+        return next(metric for metric in self.metrics if metric.name == "loss")
 
     def _perturbed_loss(self, trainable_values, non_trainable_values, x, y, sample_weight):
         """Loss at the given variable values, with zero side effects.
 
         Used for the second SAM pass on TensorFlow (JAX uses Keras'
-        `compute_loss_and_updates`, which does the same). Forward-pass losses
-        (activity regularisers) and weight regularisers both see the
-        perturbed weights.
+        `compute_loss_and_updates`, which does the same). The forward pass and
+        the loss run in one stateless scope that maps the variables to the
+        given values and collects the forward-pass losses, so activity and
+        weight regularisers both see the perturbed weights; every write
+        (RNG advance, metric update) stays in the scope and is dropped.
         """
-        metrics_values = [ops.convert_to_tensor(v) for v in self.metrics_variables]
-        y_pred, _, losses = self.stateless_call(
-            trainable_values,
-            non_trainable_values,
-            x,
-            return_losses=True,
-            **self._call_kwargs(True),
-        )
-        if losses:
-            self._losses_override.clear()
-            self._losses_override = losses
-        try:
-            loss, _ = self.stateless_compute_loss(
-                trainable_values,
-                non_trainable_values,
-                metrics_values,
-                x=x,
-                y=y,
-                y_pred=y_pred,
-                sample_weight=sample_weight,
-                training=True,
-            )
-        finally:
-            if losses:
-                self._losses_override.clear()
-        return loss
+        mapping = list(zip(self.trainable_variables, trainable_values))
+        mapping += list(zip(self.non_trainable_variables, non_trainable_values))
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
+            y_pred = self.call(x, training=True)
+            return self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+
+    def _update_metrics(self, metrics_variables, loss, x, y, y_pred, sample_weight):
+        """Stateless metric update of the JAX step: `(logs, new metrics_variables)`.
+
+        The loss mean is weighted by the batch size, as in Keras' own step.
+        """
+        mapping = list(zip(self.metrics_variables, metrics_variables))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self._loss_metric().update_state(loss, sample_weight=_first_batch_dim(x))
+            logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        return logs, _scope_values(scope, self.metrics_variables)
 
     def _tf_sam_train_step(self, data):
         import tensorflow as tf
@@ -250,14 +251,12 @@ class NFNetTrainer(keras.Model):
         non_trainable_before = [tf.identity(ops.convert_to_tensor(v)) for v in self.non_trainable_variables]
 
         with tf.GradientTape() as tape:
-            y_pred = self(x, **self._call_kwargs(True))
-            loss = self._compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
             strategy = tf.distribute.get_strategy()
             replicas = strategy.num_replicas_in_sync
             unscaled = loss * ops.cast(replicas, loss.dtype) if replicas > 1 else loss
-            self._loss_tracker.update_state(unscaled, sample_weight=_first_batch_dim(x))
+            self._loss_metric().update_state(unscaled, sample_weight=_first_batch_dim(x))
             scaled_loss = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled_loss, trainable)
         grads = [None if g is None else tf.convert_to_tensor(g) for g in grads]
@@ -324,9 +323,7 @@ class NFNetTrainer(keras.Model):
         trainable_variables, optimizer_variables = self.optimizer.stateless_apply(
             optimizer_variables, grads2, trainable_variables
         )
-        logs, new_metrics = self._update_metrics_variables(
-            new_metrics, unscaled_loss, x, y, y_pred, sample_weight
-        )
+        logs, new_metrics = self._update_metrics(new_metrics, unscaled_loss, x, y, y_pred, sample_weight)
         return logs, (
             trainable_variables,
             new_non_trainable,

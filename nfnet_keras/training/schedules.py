@@ -19,6 +19,8 @@ import math
 import keras
 from keras import ops
 
+from nfnet_keras.checks import check_integer
+
 __all__ = ["WarmupCosineDecay"]
 
 
@@ -73,8 +75,8 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         name="warmup_cosine_decay",
     ):
         super().__init__()
-        if global_batch_size <= 0 or reference_batch_size <= 0:
-            raise ValueError("batch sizes must be positive")
+        global_batch_size = check_integer(global_batch_size, "global_batch_size")
+        reference_batch_size = check_integer(reference_batch_size, "reference_batch_size")
         if steps_per_epoch is None and num_train_examples is not None:
             steps_per_epoch = num_train_examples / global_batch_size
         if total_steps is None:

@@ -721,7 +721,8 @@ def write_npz_atomic(path, arrays):
     to disk and then renamed over ``path`` with ``os.replace``. A crash or
     exception mid-write therefore never leaves a partial file under the final
     name, and readers see either the old file or the complete new one. The
-    temporary file is removed on failure. Object arrays are refused.
+    temporary file is removed on failure. Object arrays are refused here,
+    before anything is written, so the file never holds a pickle.
 
     Args:
       path: destination file name (used as given; no ``.npz`` is appended).
@@ -733,19 +734,23 @@ def write_npz_atomic(path, arrays):
       OSError: the directory is not writable.
     """
     name = os.fspath(path)
-    for key in arrays:
+    for key, value in arrays.items():
         if not isinstance(key, str) or key in ("file", "allow_pickle"):
             raise ValueError(
                 f"{name}: cannot store an array named {key!r} in an .npz "
                 "(names must be strings other than 'file' and 'allow_pickle')"
             )
+        if np.asarray(value).dtype.hasobject:
+            raise ValueError(f"{name}: cannot store the object array {key!r} in an .npz (it would be a pickle)")
     directory, base = os.path.split(os.path.abspath(name))
     tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp, flags, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, allow_pickle=False, **arrays)
+            # No allow_pickle argument: numpy < 2.2 would store it as an array named
+            # "allow_pickle"; plain arrays are never pickled, object arrays are refused above.
+            np.savez(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, name)

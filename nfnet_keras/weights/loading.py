@@ -4,22 +4,26 @@ Every source is first turned into a flat dict `{keras_key: ndarray}` whose keys
 are the model's variable paths (`nf_block_3/conv1/kernel`,
 `nf_block_3/skip_gain`, `predictions/bias`, ...).  `assign_weights` then checks
 the dict against the model (every missing, unexpected, mis-shaped or
-non-float32 entry is reported by name) and assigns it.
+non-float32 entry is reported by name) and assigns it. Keras `.weights.h5`
+and `.keras` files go the same way (`read_keras_weights`), so a file that does
+not fit is an error, never a model with freshly initialised layers left in it.
 
 DeepMind's Haiku layout needs no transposes (HWIO convs and (in, out) linears
 are Keras' layouts), only names; timm's PyTorch layout needs the transposes
 listed in `timm_to_keras`.
 """
 
-import hashlib
+import io
 import logging
 import os
 import re
+import zipfile
 
 import numpy as np
 
-from nfnet_keras.weights import formats
 from nfnet_keras.models import variants
+from nfnet_keras.models.base import CLASSIFIER_LAYER
+from nfnet_keras.weights import formats
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +39,9 @@ WEIGHTS_MD5 = {
     "F5": "8639e925de951030651ac775b9f915c3",
     "F6": "b16cca40ac1ecec2bd5e3273866da0c1",
 }
-CLASSIFIER_PREFIX = "predictions/"
+CLASSIFIER_PREFIX = CLASSIFIER_LAYER + "/"
+# Entries of each kind that a mismatch message names.
+_LISTED = 8
 
 
 class WeightsMismatchError(ValueError):
@@ -47,6 +53,8 @@ class WeightsMismatchError(ValueError):
 # ----------------------------------------------------------------------------
 _DM_PARAM = {"w": "kernel", "b": "bias", "bias": "bias", "gain": "gain", "skip_gain": "skip_gain"}
 _DM_BLOCK = re.compile(r"^nf_block(?:_(\d+))?$")
+# The root module of each DeepMind family's Haiku tree (`nfnet.py`, `nf_regnet.py`, `nf_resnet.py`).
+DM_ROOTS = ("NFNet", "NF_RegNet", "NF_ResNet")
 
 
 def dm_key(module, param):
@@ -54,10 +62,12 @@ def dm_key(module, param):
 
     `("NFNet/~/nf_block_3/~/squeeze_excite/~/linear_1", "b")` ->
     `"nf_block_3/squeeze_excite/linear_1/bias"`; `("NFNet/~/linear", "w")` ->
-    `"predictions/kernel"`. Raises KeyError for names outside the NFNet tree.
+    `"predictions/kernel"`. NF-RegNet and NF-ResNet trees (`NF_RegNet/~/...`,
+    `NF_ResNet/~/...`, stem `initial_conv`) map the same way. Raises KeyError
+    for names outside these trees.
     """
     parts = module.split("/~/")
-    if len(parts) < 2 or parts[0] != "NFNet" or param not in _DM_PARAM:
+    if len(parts) < 2 or parts[0] not in DM_ROOTS or param not in _DM_PARAM:
         raise KeyError(f"{module}/{param}")
     parts = parts[1:]
     block = _DM_BLOCK.match(parts[0])
@@ -65,7 +75,7 @@ def dm_key(module, param):
         parts[0] = f"nf_block_{int(block.group(1) or 0)}"
     elif parts == ["linear"]:
         parts = ["predictions"]
-    elif len(parts) != 1 or not re.match(r"^(stem_conv[0-3]|final_conv)$", parts[0]):
+    elif len(parts) != 1 or not re.match(r"^(stem_conv[0-3]|initial_conv|final_conv)$", parts[0]):
         raise KeyError(f"{module}/{param}")
     return "/".join(parts + [_DM_PARAM[param]])
 
@@ -170,13 +180,13 @@ def _conv_kind(param):
 # ----------------------------------------------------------------------------
 def model_weights(model):
     """`{keras_key: variable}` for every weight of an NFNet model."""
-    result = {}
-    for layer in model.layers:
-        for variable in layer.weights:
-            path = variable.path
-            start = path.find(layer.name + "/")
-            result[path[start:] if start >= 0 else path] = variable
-    return result
+    return {_weight_key(layer, variable): variable for layer in model.layers for variable in layer.weights}
+
+
+def _weight_key(layer, variable):
+    """`nf_block_3/conv1/kernel`: the variable's path from its top-level layer on."""
+    start = variable.path.find(layer.name + "/")
+    return variable.path[start:] if start >= 0 else variable.path
 
 
 def assign_weights(model, arrays, source, skip_classifier=False):
@@ -190,44 +200,44 @@ def assign_weights(model, arrays, source, skip_classifier=False):
             fine-tuning, or a model without top).
 
     Raises:
-        WeightsMismatchError: naming every missing, unexpected, mis-shaped or
-            non-float32 entry, and the variant the checkpoint looks like.
+        WeightsMismatchError: with a one-line message naming the first
+            missing, unexpected, mis-shaped and non-float32 entries, and the
+            variant the checkpoint looks like. Nothing is assigned then.
     """
     targets = model_weights(model)
     wanted = {k: v for k, v in targets.items() if not (skip_classifier and k.startswith(CLASSIFIER_PREFIX))}
     provided = {k: v for k, v in arrays.items() if not k.startswith(CLASSIFIER_PREFIX) or k in wanted}
-    problems = []
     missing = sorted(set(wanted) - set(provided), key=_natural)
     unexpected = sorted(set(provided) - set(wanted), key=_natural)
-    if missing:
-        problems.append(f"missing from the checkpoint ({len(missing)}): " + ", ".join(missing[:12]) + _more(missing))
-    if unexpected:
-        problems.append(
-            f"not in the model ({len(unexpected)}): " + ", ".join(unexpected[:12]) + _more(unexpected)
-        )
+    mismatched = []
     for key in sorted(set(wanted) & set(provided), key=_natural):
         value = np.asarray(provided[key])
         expected = tuple(wanted[key].shape)
         if value.shape != expected:
-            problems.append(f"{key}: checkpoint shape {value.shape}, model shape {expected}")
+            mismatched.append(f"{key} (file shape {value.shape}, model shape {expected})")
         elif value.dtype != np.float32:
-            problems.append(f"{key}: dtype {value.dtype}, expected float32")
+            mismatched.append(f"{key} (dtype {value.dtype}, expected float32)")
+    if not (missing or unexpected or mismatched):
+        for key, variable in wanted.items():
+            variable.assign(provided[key])
+        return
+    problems = [
+        f"{what} ({len(keys)}): " + ", ".join(keys[:_LISTED]) + _more(keys)
+        for what, keys in (("missing", missing), ("not in the model", unexpected), ("mismatched", mismatched))
+        if keys
+    ]
     checkpoint_modules = {k.rsplit("/", 1)[0] for k in provided}
     model_modules = {k.rsplit("/", 1)[0] for k in wanted}
-    if problems and len(checkpoint_modules) != len(model_modules):
+    if len(checkpoint_modules) != len(model_modules):
         # DeepMind's trees have one module per conv, SE linear, block and head: F0 94 ... F6 598.
-        problems.insert(0, f"module count: checkpoint {len(checkpoint_modules)}, model {len(model_modules)}")
-    if problems:
-        blocks = {k.split("/")[0] for k in arrays if k.startswith("nf_block_")}
-        model_blocks = {k.split("/")[0] for k in targets if k.startswith("nf_block_")}
-        hint = ""
-        if blocks and len(blocks) != len(model_blocks):
-            hint = f" The checkpoint has {len(blocks)} blocks{_variant_hint(len(blocks))}; the model has {len(model_blocks)}."
-        raise WeightsMismatchError(
-            f"Weights from {source} do not fit model '{model.name}':\n  - " + "\n  - ".join(problems) + hint
+        problems.insert(0, f"module count: file {len(checkpoint_modules)}, model {len(model_modules)}")
+    blocks = {k.split("/")[0] for k in arrays if k.startswith("nf_block_")}
+    model_blocks = {k.split("/")[0] for k in targets if k.startswith("nf_block_")}
+    if blocks and len(blocks) != len(model_blocks):
+        problems.append(
+            f"the file has {len(blocks)} blocks{_variant_hint(len(blocks))}, the model {len(model_blocks)}"
         )
-    for key, variable in wanted.items():
-        variable.assign(provided[key])
+    raise WeightsMismatchError(f"Weights from {source} do not fit model '{model.name}': " + "; ".join(problems))
 
 
 def _variant_hint(num_blocks):
@@ -242,14 +252,14 @@ def _natural(key):
 
 
 def _more(items):
-    return f", ... ({len(items) - 12} more)" if len(items) > 12 else ""
+    return f", ... ({len(items) - _LISTED} more)" if len(items) > _LISTED else ""
 
 
 # ----------------------------------------------------------------------------
 # Loading from a weights argument
 # ----------------------------------------------------------------------------
 def read_weights_file(path):
-    """Reads any supported weights file into `{keras_key: ndarray}` (not for Keras .h5/.keras).
+    """Reads a weights file that names its entries into `{keras_key: ndarray}` (Keras files: `read_weights`).
 
     Supported: DeepMind pickles (plain-dict or Haiku FlatMapping form, read by a
     restricted unpickler), timm `.safetensors`, and the `.npz` files this
@@ -263,10 +273,10 @@ def read_weights_file(path):
         return timm_to_keras(formats.read_safetensors(path))
     if fmt == "npz":
         return formats.read_npz(path)
-    raise formats.CheckpointError(f"{path}: {fmt} files are loaded through Keras, not read_weights_file")
+    raise formats.CheckpointError(f"{path}: a Keras {fmt} file names its weights by model: use read_weights")
 
 
-def load_pretrained(model, weights, variant=None, rebuild=None):
+def load_pretrained(model, weights, variant=None):
     """Loads `weights` ("imagenet" or a path) into `model` (called by `NFNet`).
 
     A model without a classifier (`include_top=False`), or one whose classifier
@@ -275,21 +285,18 @@ def load_pretrained(model, weights, variant=None, rebuild=None):
 
     Args:
         model: the freshly built model.
-        weights: "imagenet" or a file path.
+        weights: "imagenet" or the path of any supported weights file.
         variant: canonical variant name (for "imagenet").
-        rebuild: callable `(include_top=True, classes=N, weights=None) -> model`
-            that builds a twin of `model`; needed only for Keras `.h5` files
-            whose head does not fit `model`.
+
+    Raises:
+        WeightsMismatchError: for weights that do not fit the model.
+        CheckpointError: for an unreadable or unsafe file.
     """
     if weights == "imagenet":
         arrays, source = imagenet_weights(variant), f"DeepMind's NFNet-{variant} ImageNet checkpoint"
     else:
-        path = os.fspath(weights)
-        fmt = formats.sniff_format(path)
-        if fmt in ("h5", "keras_zip"):
-            _load_keras_file(model, path, rebuild)
-            return model
-        arrays, source = read_weights_file(path), path
+        source = os.fspath(weights)
+        arrays = read_weights(source, model)
     target = model_weights(model).get(CLASSIFIER_PREFIX + "kernel")
     kernel = arrays.get(CLASSIFIER_PREFIX + "kernel")
     new_head = target is not None and kernel is not None and tuple(np.shape(kernel)) != tuple(target.shape)
@@ -299,52 +306,128 @@ def load_pretrained(model, weights, variant=None, rebuild=None):
     return model
 
 
-def _load_keras_file(model, path, rebuild):
+def read_weights(path, model):
+    """Any supported weights file as `{keras_key: ndarray}`, keyed like `model_weights(model)`.
+
+    Keras files need `model` to name their entries (`read_keras_weights`);
+    the other formats name theirs (`read_weights_file`).
+    """
+    if formats.sniff_format(path) in KERAS_FORMATS:
+        return read_keras_weights(path, model)
+    return read_weights_file(path)
+
+
+# ----------------------------------------------------------------------------
+# Keras files
+# ----------------------------------------------------------------------------
+#: `formats.sniff_format` results of the files Keras writes (`.weights.h5`, `.keras`).
+KERAS_FORMATS = ("h5", "keras_zip")
+# Keras' weights files: one group per top-level layer under `layers/`, named after the
+# layer's class in snake case and numbered per class in layer order (`ws_conv2d`,
+# `ws_conv2d_1`, ...); nested layers under their attribute names (here, their layer
+# names); each layer's own variables as `vars/0`, `vars/1`, ... in creation order.
+# tests/weights/test_loading.py round-trips `save_weights` to catch a Keras change.
+_LAYERS_GROUP = "layers"
+_VARS_GROUP = "vars"
+# The classifier's group in a file written by a model with a head (its only top-level Dense).
+_CLASSIFIER_GROUP = "dense"
+_KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"
+
+
+def _snake_case(name):
+    """Keras' group name of a class (`keras.src.utils.naming.to_snake_case`)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _keras_file_keys(model):
+    """`{path of a dataset in a Keras weights file of model: keras_key}`."""
+    keys, used = {}, {}
+    for layer in model.layers:
+        group = _snake_case(type(layer).__name__)
+        if group in used:
+            used[group] += 1
+            group = f"{group}_{used[group]}"
+        else:
+            used[group] = 0
+        counts = {}
+        for variable in layer.weights:
+            key = _weight_key(layer, variable)
+            owner = key.rsplit("/", 1)[0]
+            index = counts[owner] = counts.get(owner, -1) + 1
+            nested = owner[len(layer.name) + 1 :]
+            keys["/".join(filter(None, [_LAYERS_GROUP, group, nested, _VARS_GROUP, str(index)]))] = key
+    return keys
+
+
+def _read_keras_h5(path, read):
+    """`read(layers)` on the `layers/` group (None when absent) of a `.weights.h5` file or `.keras` archive.
+
+    Raises:
+        CheckpointError: for a truncated or unreadable file.
+    """
+    import h5py  # noqa: PLC0415  (only Keras files need it)
+
     try:
-        model.load_weights(path)
-        return
-    except ValueError as error:
-        if rebuild is None:
-            raise WeightsMismatchError(f"Keras weights {path} do not fit model '{model.name}': {error}") from error
-        first_error = error
-    # The head differs: load into a twin with the file's head, then copy the rest.
-    classes = keras_file_classes(path)
-    if classes is None:
-        raise WeightsMismatchError(f"Keras weights {path} do not fit model '{model.name}': {first_error}")
-    twin = rebuild(include_top=True, classes=classes, weights=None)
-    try:
-        twin.load_weights(path)
-    except ValueError as error:
-        raise WeightsMismatchError(f"Keras weights {path} do not fit model '{model.name}': {error}") from error
-    arrays = {k: np.asarray(v) for k, v in model_weights(twin).items()}
-    assign_weights(model, arrays, path, skip_classifier=True)
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                contents = io.BytesIO(archive.read(_KERAS_ARCHIVE_WEIGHTS))
+        else:
+            contents = path
+        with h5py.File(contents, "r") as h5:
+            return read(h5.get(_LAYERS_GROUP))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise formats.CheckpointError(f"{path}: cannot read the Keras weights ({error})") from error
+
+
+def read_keras_weights(path, model):
+    """A Keras `.weights.h5` file or `.keras` archive as `{keras_key: ndarray}` of `model`.
+
+    Entries are named by where `model` stores each variable in such a file, so
+    that `assign_weights` reports by name what does not fit; an entry the
+    model has no place for keeps its path in the file
+    (`nf_block_4/conv0/vars/0`). The classifier of a file written with a head
+    is `predictions/*` also for a model without one (`include_top=False`).
+
+    Raises:
+        CheckpointError: for a truncated or unreadable file.
+    """
+    import h5py  # noqa: PLC0415
+
+    keys = _keras_file_keys(model)
+    classifier = {"0": CLASSIFIER_PREFIX + "kernel", "1": CLASSIFIER_PREFIX + "bias"}
+
+    def read(layers):
+        arrays = {}
+
+        def collect(name, node):
+            if not isinstance(node, h5py.Dataset):
+                return
+            key = keys.get(f"{_LAYERS_GROUP}/{name}")
+            if key is None and name.startswith(f"{_CLASSIFIER_GROUP}/{_VARS_GROUP}/"):
+                key = classifier.get(name.rsplit("/", 1)[1])
+            arrays[key or name] = node[()]
+
+        if layers is not None:
+            layers.visititems(collect)
+        return arrays
+
+    return _read_keras_h5(path, read)
 
 
 def keras_file_classes(path):
-    """Number of classes of the classifier stored in a Keras weights file, if any.
+    """Number of classes of the classifier stored in a Keras weights file, or None without one.
 
-    Keras 3 stores top-level layers under `layers/<class-based name>/vars/<i>`;
-    the classifier is the model's only top-level `Dense` (SE linears are nested
-    in their blocks).
+    Raises:
+        CheckpointError: for a truncated or unreadable file.
     """
-    import io  # noqa: PLC0415
-    import zipfile  # noqa: PLC0415
 
-    import h5py  # noqa: PLC0415
+    def read(layers):
+        kernel = None if layers is None else layers.get(f"{_CLASSIFIER_GROUP}/{_VARS_GROUP}/0")
+        return int(kernel.shape[1]) if kernel is not None and len(kernel.shape) == 2 else None
 
-    def search(h5):
-        for name, group in h5.get("layers", {}).items():
-            kernel = group.get("vars/0") if name.startswith("dense") else None
-            if kernel is not None and len(kernel.shape) == 2:
-                return int(kernel.shape[1])
-        return None
-
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as handle:
-            with h5py.File(io.BytesIO(handle.read()), "r") as h5:
-                return search(h5)
-    with h5py.File(path, "r") as h5:
-        return search(h5)
+    return _read_keras_h5(path, read)
 
 
 def imagenet_weights(variant, cache_dir=None):
@@ -391,12 +474,3 @@ def imagenet_weights(variant, cache_dir=None):
     arrays = read_weights_file(path)
     formats.write_npz_atomic(converted, arrays)
     return arrays
-
-
-def file_md5(path, chunk_size=1 << 20):
-    """md5 hex digest of a file (for checking downloaded checkpoints)."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -6,7 +6,6 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from nfnet_keras.data import augment
-from nfnet_keras.preprocessing import MEAN_RGB, STDDEV_RGB
 
 
 def _batch_map(fn, n):
@@ -116,7 +115,7 @@ def test_cutmix_box_side_is_sqrt_one_minus_uniform_times_size_around_uniform_cen
     assert frac.max() > 0.5 and frac.min() < 0.05
 
 
-# Inception crop, resize, eval transform, normalisation -------------------------------
+# Inception crop, flip, resize ------------------------------------------------------
 
 
 def test_inception_crop_keeps_area_and_aspect_within_ranges_over_many_draws():
@@ -162,19 +161,16 @@ def test_train_transform_flip_mirrors_the_image():
     assert all(f or s for f, s in zip(flipped, same)) and any(flipped) and any(same)
 
 
-def test_eval_transform_squash_resizes_to_size_plus_32_and_centre_crops():
-    image = _natural_image(50, 70).astype(np.float32)
-    out = augment.eval_transform(image, 24).numpy()
-    ref = tf.image.resize(image, (56, 56), method="bicubic", antialias=False).numpy()[16:40, 16:40]
-    assert out.shape == (24, 24, 3)
-    np.testing.assert_array_equal(out, ref)
+def test_height_width_takes_an_int_as_a_square_and_a_pair_as_height_then_width():
+    assert augment.height_width(24) == (24, 24)
+    assert augment.height_width(np.int64(24)) == (24, 24)
+    assert augment.height_width((16, 12)) == (16, 12)
 
 
-def test_normalize_uses_preprocessing_constants():
-    x = np.stack([np.full((2, 2, 3), MEAN_RGB), np.full((2, 2, 3), np.add(MEAN_RGB, STDDEV_RGB))])
-    y = augment.normalize(x).numpy()
-    np.testing.assert_allclose(y[0], 0.0, atol=1e-6)
-    np.testing.assert_allclose(y[1], 1.0, atol=1e-6)
+@pytest.mark.parametrize("bad", [True, 0, -3, 24.0, (16,), (16, 0), (16, 12.5), "24"])
+def test_height_width_rejects_anything_but_positive_integers(bad):
+    with pytest.raises(ValueError, match="image_size"):
+        augment.height_width(bad)
 
 
 # RandAugment -------------------------------------------------------------------------

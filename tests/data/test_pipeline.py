@@ -15,10 +15,12 @@ from PIL import Image
 
 from nfnet_keras.data import sources
 from nfnet_keras.data import pipeline
-from nfnet_keras.preprocessing import MEAN_RGB, STDDEV_RGB
+from nfnet_keras.preprocessing import MEAN_RGB, STDDEV_RGB, EvalPreprocessing
 
 from support import GOLDEN_F0 as GOLDEN
 from support import REPO_ROOT as REPO
+from support.subprocesses import child_env
+
 MEAN = np.array(MEAN_RGB, np.float32)
 STD = np.array(STDDEV_RGB, np.float32)
 
@@ -90,6 +92,16 @@ def test_eval_pipeline_matches_preprocessing_eval_transform_on_real_photo(photo)
     assert images.shape == (2, 256, 256, 3) and images.dtype == tf.float32
     np.testing.assert_allclose(images.numpy()[0], reference, atol=1e-4)
     np.testing.assert_array_equal(labels.numpy(), [[1, 0], [0, 1]])
+
+
+def test_eval_pipeline_uses_the_padding_mean_and_std_of_the_preprocessing_it_is_given():
+    image = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    settings = EvalPreprocessing(24, crop_padding=4, mean=(100.0, 110.0, 120.0), std=(50.0, 60.0, 70.0))
+    source = sources.from_arrays(np.stack([image, image]), [0, 1])
+    images, _ = next(iter(pipeline.make_eval_dataset(source, 2, settings, split="train")))
+    resized = tf.image.resize(image.astype(np.float32), (28, 28), method="bicubic", antialias=False).numpy()
+    expected = (resized[2:26, 2:26] - np.array(settings.mean)) / np.array(settings.std)
+    np.testing.assert_allclose(images.numpy()[0], expected, atol=1e-5)
 
 
 def test_eval_pipeline_covers_the_split_once_in_order_with_a_smaller_last_batch():
@@ -205,11 +217,25 @@ def test_randaugment_for_variant_follows_deepmind_405_410_415():
     assert pipeline.randaugment_for_variant("F3+") == pipeline.randaugment_for_variant("F7") == (4, 15)
 
 
-def test_measure_throughput_reports_images_per_second():
-    ds = pipeline.make_eval_dataset(None, 50, 32).repeat()
-    result = pipeline.measure_throughput(ds, num_batches=4, warmup_batches=1)
-    assert result["images"] == 200 and result["batches"] == 4
-    assert result["images_per_second"] > 0 and result["seconds"] > 0
+def test_benchmark_script_times_the_eval_pipeline_of_the_bundled_sample():
+    run = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "input_pipeline.py"), "--eval", "--batch-size", "50",
+         "--batches", "4", "--warmup", "1"],
+        env=child_env("tensorflow"), cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    line = run.stdout.strip().splitlines()[-1]
+    assert line.startswith("eval pipeline, cifar10_sample, 32 px, batch 50: ")
+    assert "images/s (4 batches in " in line
+
+
+def test_benchmark_script_reports_a_bad_source_in_one_line():
+    run = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "input_pipeline.py"), "--source", "cifar100_typo"],
+        env=child_env("tensorflow"), cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 2
+    assert "error: unknown dataset 'cifar100_typo'" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_train_dataset_feeds_fit_under_jax_backend(tmp_path):

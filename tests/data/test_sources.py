@@ -257,15 +257,21 @@ def test_array_source_rejects_labels_outside_class_names():
 # TFDS -------------------------------------------------------------------------------------
 
 
-def test_tfds_source_reads_a_prepared_dataset_offline(tmp_path):
+TOY_TFDS_LABELS = [0, 1, 2, 0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def toy_tfds(tmp_path_factory):
+    """A prepared 6-image TFDS dataset (train: 6, test: the first 3) and its pixels."""
     tfds = pytest.importorskip("tensorflow_datasets")
+    data_dir = tmp_path_factory.mktemp("tfds")
     images = np.stack([_image(i, 8, 8) for i in range(6)])
-    split_ds = tf.data.Dataset.from_tensor_slices({"image": images, "label": np.array([0, 1, 2, 0, 1, 2])})
+    split_ds = tf.data.Dataset.from_tensor_slices({"image": images, "label": np.array(TOY_TFDS_LABELS)})
     tfds.dataset_builders.TfDataBuilder(
         name="nfnet_toy_images",
         config="default",
         version="1.0.0",
-        data_dir=str(tmp_path),
+        data_dir=str(data_dir),
         split_datasets={"train": split_ds, "test": split_ds.take(3)},
         features=tfds.features.FeaturesDict(
             {
@@ -274,12 +280,26 @@ def test_tfds_source_reads_a_prepared_dataset_offline(tmp_path):
             }
         ),
     ).download_and_prepare()
-    source = sources.load_source("tfds:nfnet_toy_images", data_dir=str(tmp_path))
+    return str(data_dir), images
+
+
+def test_tfds_source_reads_a_prepared_dataset_offline(toy_tfds):
+    data_dir, images = toy_tfds
+    source = sources.load_source("tfds:nfnet_toy_images", data_dir=data_dir)
     assert source.kind == "tfds" and source.class_names == ("x", "y", "z")
     assert source.num_examples("train") == 6 and source.resolve_split("eval") == "test"
     got = sorted((int(y), source.decode(raw).numpy().tobytes()) for raw, y in source.make_dataset("train"))
-    want = sorted((int(y), x.tobytes()) for x, y in zip(images, [0, 1, 2, 0, 1, 2]))
+    want = sorted((int(y), x.tobytes()) for x, y in zip(images, TOY_TFDS_LABELS))
     assert got == want  # PNG inside TFDS: lossless
+
+
+def test_tfds_source_examples_are_the_encoded_images_of_the_split_in_reading_order(toy_tfds):
+    data_dir, _ = toy_tfds
+    source = sources.load_source("tfds:nfnet_toy_images", data_dir=data_dir)
+    examples = source.examples("eval")
+    assert examples.dtype == object and len(examples) == source.num_examples("test") == 3
+    streamed = [raw.numpy() for raw, _ in source.make_dataset("test")]
+    assert list(examples) == streamed and all(isinstance(e, bytes) for e in examples)
 
 
 def test_tfds_unknown_or_unprepared_dataset_raises(tmp_path):

@@ -26,15 +26,19 @@ from PIL import Image
 import nfnet_keras
 from nfnet_keras.data import sources
 from nfnet_keras.export import run as export_lib
+from nfnet_keras.export import savedmodel, versions
 from nfnet_keras.export import tflite as litert
-from nfnet_keras.export import savedmodel
+from nfnet_keras.export.model import ExportError, load_export_model, require_tensorflow_backend
+from nfnet_keras.models.loading import predict_probabilities, returns_logits
+from nfnet_keras.preprocessing import EvalPreprocessing
 from nfnet_keras.weights import loading
-from nfnet_keras.export.savedmodel import ExportError
+from nfnet_keras.weights.run_directory import EMA_WEIGHTS_FILE, MODEL_FILE
 
 from support import REPO_ROOT as ROOT
 from support import script
+
 NUM_IMAGES = 100
-SIZE, PADDING = 32, 4  # nano's evaluation size and padding
+NANO = EvalPreprocessing(32, crop_padding=4)  # nano's evaluation settings, carried by the model
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="export is TensorFlow-only (export.py sets the backend itself)"
@@ -61,7 +65,7 @@ def _nano(seed):
     # of an untrained network is dominated by directions that int8 rounding scrambles).
     _, calibration = litert.encoded_images(None, 100, split="train")
     features = keras.Model(model.input, model.get_layer("avg_pool").output).predict(
-        nfnet_keras.prepare_images(calibration, SIZE, PADDING), verbose=0
+        nfnet_keras.prepare_images(calibration, model), verbose=0
     )
     mean = features.mean(0)
     _, singular, components = np.linalg.svd(features - mean, full_matrices=False)
@@ -69,6 +73,7 @@ def _nano(seed):
     kernel = leading @ (10 * rng.standard_normal((3, 10)) / np.sqrt(3))
     model.get_layer("predictions").kernel.assign(kernel.astype(np.float32))
     model.get_layer("predictions").bias.assign((-mean @ kernel).astype(np.float32))
+    model.class_names = sources.CIFAR10_CLASSES  # as train.py stores its dataset's names
     return model
 
 
@@ -79,18 +84,18 @@ def _softmax(logits):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A train.py-like run: model.keras (raw weights), ema.weights.h5 and run_config.json."""
+    """A train.py-like run: model.keras (raw weights, preprocessing, class names) and ema.weights.h5."""
     directory = tmp_path_factory.mktemp("run")
     raw, ema = _nano(0), _nano(2)
-    raw.save(directory / "model.keras")
-    ema.save_weights(directory / savedmodel.EMA_FILE)
+    assert raw.preprocessing == NANO
+    raw.save(directory / MODEL_FILE)
+    ema.save_weights(directory / EMA_WEIGHTS_FILE)
     raw.save_weights(directory / "raw.weights.h5")
-    (directory / savedmodel.RUN_CONFIG_FILE).write_text(json.dumps({"variant": "nano", "dataset": "cifar10_sample"}))
     names, encoded = litert.encoded_images(None, NUM_IMAGES, split="test")
-    inputs = nfnet_keras.prepare_images(encoded, SIZE, PADDING)
+    inputs = nfnet_keras.prepare_images(encoded, raw)
     reference = {
         "encoded": encoded,
-        "pixels": litert.eval_pixels(encoded, SIZE, PADDING),
+        "pixels": litert.eval_pixels(encoded, NANO),
         "ema": _softmax(ema.predict(inputs, verbose=0)),
         "raw": _softmax(raw.predict(inputs, verbose=0)),
     }
@@ -316,7 +321,7 @@ def test_files_in_unknown_formats_are_refused(run_dir, tmp_path):
         export_lib.run(_settings(run_dir, tmp_path, model=None, variant="nano", weights=str(garbage)))
     directory, _ = run_dir
     with pytest.raises(ExportError, match="is a h5 file, not a .keras model.*--weights"):
-        export_lib.run(_settings(run_dir, tmp_path, model=str(directory / savedmodel.EMA_FILE)))
+        export_lib.run(_settings(run_dir, tmp_path, model=str(directory / EMA_WEIGHTS_FILE)))
     assert not (tmp_path / "exports").exists()
 
 
@@ -330,9 +335,9 @@ def test_missing_model_weights_and_ema_files_are_reported(run_dir, tmp_path):
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     shutil.copy(directory / "model.keras", lonely / "model.keras")
-    with pytest.raises(ExportError, match="--ema: no EMA weights next to the model.*--noema"):
+    with pytest.raises(ExportError, match="no EMA weights next to the model.*use --noema"):
         export_lib.run(_settings(run_dir, tmp_path, model=str(lonely / "model.keras"), ema=True))
-    with pytest.raises(ExportError, match="Nothing to export"):
+    with pytest.raises(ExportError, match="nothing to load"):
         export_lib.run(_settings(run_dir, tmp_path, model=None))
     assert not (tmp_path / "exports").exists()
 
@@ -345,7 +350,7 @@ def test_existing_version_is_refused_unless_overwrite(run_dir, tmp_path):
         export_lib.run(_settings(run_dir, tmp_path, version=3))
     assert os.listdir(version_dir) == ["saved_model.pb"]
     assert (version_dir / "saved_model.pb").read_text() == "an earlier export"
-    assert savedmodel.next_version(tmp_path / "exports" / "nfnet") == 4  # the default: the next free version
+    assert versions.next_version(tmp_path / "exports" / "nfnet") == 4  # the default: the next free version
 
     settings = _settings(run_dir, tmp_path, version=3, ema=False, overwrite=True)
     results = export_lib.run(settings, print_fn=lambda line: None)
@@ -371,21 +376,40 @@ def test_failed_export_leaves_no_partial_version_directory(run_dir, tmp_path, mo
     assert os.listdir(tmp_path / "exports" / "nfnet") == ["1"]
 
 
-def test_weights_file_with_variant_and_class_names_file(run_dir, tmp_path):
+def test_weights_file_with_variant_gets_the_variants_preprocessing_and_numbered_classes(run_dir):
     directory, reference = run_dir
-    loaded = savedmodel.load_export_model(variant="nano", weights=str(directory / "raw.weights.h5"))
-    assert (loaded.image_size, loaded.crop_padding, loaded.logits) == (SIZE, PADDING, False)  # a softmax head
-    assert loaded.class_names == tuple(str(i) for i in range(10))  # no run_config: numbered names
-    probabilities = loaded.probabilities(nfnet_keras.prepare_images(reference["encoded"], SIZE, PADDING))
+    loaded = load_export_model(variant="nano", weights=str(directory / "raw.weights.h5"))
+    assert loaded.model.preprocessing == NANO
+    assert not returns_logits(loaded.model)  # a registry model has a softmax head
+    assert loaded.model.class_names == tuple(str(i) for i in range(10))  # a weights file has no names
+    probabilities = predict_probabilities(loaded.model, nfnet_keras.prepare_images(reference["encoded"], loaded.model))
     np.testing.assert_allclose(probabilities, reference["raw"], atol=1e-6)
 
+
+def test_export_settings_override_the_models_own(run_dir, tmp_path):
+    directory, _ = run_dir
     names = tmp_path / "names.txt"
     names.write_text("\n".join(f"class {i}" for i in range(10)) + "\n")
-    loaded = savedmodel.load_export_model(model_path=str(directory / "model.keras"), class_names_file=str(names))
-    assert loaded.class_names[3] == "class 3" and "EMA" in loaded.source
+    loaded = load_export_model(model_path=str(directory), class_names_file=str(names), image_size=48, crop_padding=8)
+    assert loaded.model.class_names[3] == "class 3" and "EMA" in loaded.source
+    assert loaded.model.preprocessing == NANO.replace(image_size=48, crop_padding=8)
+
+
+def test_class_names_file_of_another_length_is_refused(run_dir, tmp_path):
+    directory, _ = run_dir
+    names = tmp_path / "names.txt"
     names.write_text("one\ntwo\n")
-    with pytest.raises(ExportError, match="has 2 class names, the model 10 classes"):
-        savedmodel.load_export_model(model_path=str(directory / "model.keras"), class_names_file=str(names))
+    with pytest.raises(ExportError, match="names.txt: 2 class names for a model with 10 classes"):
+        load_export_model(model_path=str(directory / MODEL_FILE), class_names_file=str(names))
+
+
+def test_ema_weights_of_another_variant_are_refused_naming_the_file(run_dir, tmp_path):
+    directory, _ = run_dir
+    shutil.copy(directory / MODEL_FILE, tmp_path / MODEL_FILE)
+    nfnet_keras.create_model("micro", classes=10).save_weights(tmp_path / EMA_WEIGHTS_FILE)
+    with pytest.raises(ExportError, match=f"Weights from {tmp_path / EMA_WEIGHTS_FILE} do not fit .*not in the model"):
+        export_lib.run(_settings(run_dir, tmp_path, model=str(tmp_path)))
+    assert not (tmp_path / "exports").exists()
 
 
 def test_mixed_precision_model_is_exported_in_float32(tmp_path):
@@ -395,19 +419,20 @@ def test_mixed_precision_model_is_exported_in_float32(tmp_path):
     finally:
         keras.config.set_dtype_policy("float32")
     model.save(tmp_path / "model.keras")
-    loaded = savedmodel.load_export_model(model_path=str(tmp_path / "model.keras"), variant="nano")
+    loaded = load_export_model(model_path=str(tmp_path / "model.keras"))
     assert "computes in mixed_bfloat16; exported in float32" in loaded.source
     assert all(layer.dtype_policy.name == "float32" for layer in loaded.model.layers)
-    x = nfnet_keras.prepare_images(litert.encoded_images(None, 4, split="test")[1], SIZE, PADDING)
+    assert loaded.model.preprocessing == NANO
+    x = nfnet_keras.prepare_images(litert.encoded_images(None, 4, split="test")[1], model)
     np.testing.assert_allclose(loaded.model.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.05)
-    archive, folded, _ = savedmodel.build_archive(loaded)  # the folded float32 graph traces
+    archive, folded, _ = savedmodel.build_archive(loaded.model)  # the folded float32 graph traces
     assert folded.get_layer("stem_conv0").dtype_policy.name == "float32"
 
 
 def test_exporter_requires_the_tensorflow_backend(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(ExportError, match="needs the TensorFlow backend.*KERAS_BACKEND=tensorflow"):
-        savedmodel.require_tensorflow_backend()
+        require_tensorflow_backend()
 
 
 def test_cli_reports_bad_input_with_a_message_and_exit_code_1(run_dir, tmp_path):

@@ -120,8 +120,8 @@ def no_download(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("attempted to load/download pretrained weights")
 
-    monkeypatch.setattr(weights_lib, "load_pretrained", forbidden)
-    monkeypatch.setattr(weights_lib, "imagenet_weights", forbidden)
+    monkeypatch.setattr(loading, "load_pretrained", forbidden)
+    monkeypatch.setattr(loading, "imagenet_weights", forbidden)
     monkeypatch.setattr(keras.utils, "get_file", forbidden)
 
 

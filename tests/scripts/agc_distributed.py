@@ -41,7 +41,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from support import agc_models  # noqa: E402
 
-from nfnet_keras.training.agc import _clip_one  # noqa: E402
+from nfnet_keras.training import keras_internals  # noqa: E402
+from nfnet_keras.training.agc import agc_clip  # noqa: E402
 from nfnet_keras.training.losses import NFNetCrossEntropy  # noqa: E402
 from nfnet_keras.training.optimizers import NFNetSGD  # noqa: E402
 
@@ -67,11 +68,11 @@ class LocalAGCSGD(NFNetSGD):
 
     def _clip_gradients(self, grads):
         out = []
-        for g, v in zip(grads, self._trainable_variables):
+        for g, v in zip(grads, keras_internals.built_variables(self)):
             if g is None or re.search("predictions/kernel", v.path):
                 out.append(g)
             else:
-                out.append(_clip_one(g, v, 0.01, 1e-3)[0])
+                out.append(agc_clip(g, v, 0.01, 1e-3)[0])
         return out
 
 

@@ -110,7 +110,7 @@ def ema_swap_check(trainer, x, y, before):
     """`ema_weights` on the distributed trainer: EMA inside, raw after."""
     from trainer_cases import abs_diff
 
-    from nfnet_keras.training.callbacks import ema_weights
+    from nfnet_keras.training.ema import ema_weights
 
     with ema_weights(trainer):
         inside = [host_np(v) for v in trainer.trainable_variables]

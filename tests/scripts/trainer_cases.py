@@ -410,7 +410,7 @@ def case_ema_evaluation(kind="small"):
     """EMAEvaluation: val_ema_* logged, differs from raw val, equals an
     explicit EMA evaluation, raw weights restored (recorded before/after the
     callback in the same epoch end), EMA itself unchanged by the swap pair."""
-    from nfnet_keras.training.callbacks import EMAEvaluation, ema_weights
+    from nfnet_keras.training.ema import EMAEvaluation, ema_weights
 
     x, y = image_data(16, seed=3, hw=_hw(kind))
     xv, yv = image_data(8, seed=4, hw=_hw(kind))
@@ -475,7 +475,7 @@ def case_checkpoint_keeps_ema(kind="small"):
 
 def case_save_ema_weights(kind="small"):
     """save_ema_weights / EMACheckpoint write the EMA of the wrapped NFNet."""
-    from nfnet_keras.training.callbacks import EMACheckpoint, save_ema_weights
+    from nfnet_keras.training.ema import EMACheckpoint, save_ema_weights
 
     x, y = image_data(16, seed=3, hw=_hw(kind))
     trainer = _ema_trainer(kind)

@@ -1,10 +1,14 @@
-"""Deterministic NFNet-F0 parameters for the golden-logit tests.
+"""Deterministic DeepMind-layout parameters for the golden-output tests.
 
-`tests/fixtures/golden_F0_seed0.npz` holds DeepMind's Haiku NFNet-F0 outputs for the
-parameters built here from `tests/fixtures/spec_F0.json` (the checkpoint tree: module,
-param, shape) and a seed: triple i draws from `np.random.default_rng([seed, i])`;
-`w` ~ N(0, 1/fan_in), `gain` ~ 1 + 0.2 N, `bias`/`b` ~ 0.1 N, `skip_gain` ~ 0.3 + 0.1 N,
-all float32 and all moved off their inits (a zero skip gain would hide block bugs).
+Each golden set in `tests/fixtures/` holds DeepMind's Haiku outputs for parameters
+built here from a spec (the checkpoint tree: module, param, shape) and a seed:
+`golden_F0_seed0.npz` for NFNet-F0 (`spec_F0.json`, DeepMind's `nfnet.py`) and
+`golden_dm_nf_regnet_B0_seed0.npz` for NF-RegNet-B0 (`spec_dm_nf_regnet_B0.json`,
+`nf_regnet.py` with `activation='silu'`). Triple i of a spec draws from
+`np.random.default_rng([seed, i])`; `w` ~ N(0, 1/fan_in), `gain` ~ 1 + 0.2 N,
+`bias`/`b` ~ 0.1 N, `skip_gain` ~ 0.3 + 0.1 N, all float32 and all moved off their
+inits (a zero skip gain would hide block bugs). The golden npz files hold `x`,
+`logits`, `pool`, `x_odd` and `logits_odd` (and for F0 the signal metrics).
 """
 
 import json
@@ -13,14 +17,20 @@ import pickle
 
 import numpy as np
 
+from nfnet_keras.weights.loading import model_weights
+
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
-GOLDEN = os.path.join(DATA, "golden_F0_seed0.npz")
-SPEC = os.path.join(DATA, "spec_F0.json")
+#: registry name: (spec, golden outputs), in `DATA`.
+GOLDEN_SETS = {
+    "nfnet_f0": ("spec_F0.json", "golden_F0_seed0.npz"),
+    "nf_regnet_b0": ("spec_dm_nf_regnet_B0.json", "golden_dm_nf_regnet_B0_seed0.npz"),
+}
+F0 = "nfnet_f0"
 
 
-def golden_params(seed=0):
-    """`{module: {param: float32 ndarray}}` in DeepMind's checkpoint naming."""
-    with open(SPEC) as handle:
+def golden_params(seed=0, model=F0):
+    """`{module: {param: float32 ndarray}}` of golden set `model`, in DeepMind's checkpoint naming."""
+    with open(os.path.join(DATA, GOLDEN_SETS[model][0])) as handle:
         spec = json.load(handle)
     params = {}
     for i, (module, name, shape) in enumerate(spec):
@@ -41,15 +51,16 @@ def golden_params(seed=0):
     return params
 
 
-def write_golden_checkpoint(path, seed=0):
-    """Writes the plain-dict pickle form of the published checkpoint."""
+def write_golden_checkpoint(path, seed=0, model=F0):
+    """Writes golden set `model`'s parameters in the plain-dict pickle form of the published checkpoint."""
     with open(path, "wb") as handle:
-        pickle.dump(golden_params(seed), handle, protocol=4)
+        pickle.dump(golden_params(seed, model), handle, protocol=4)
     return path
 
 
-def golden_outputs():
-    return dict(np.load(GOLDEN))
+def golden_outputs(model=F0):
+    """DeepMind's outputs of golden set `model`: `{key: ndarray}`."""
+    return dict(np.load(os.path.join(DATA, GOLDEN_SETS[model][1])))
 
 
 def relative_error(actual, expected):
@@ -58,8 +69,11 @@ def relative_error(actual, expected):
     return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
 
 
-def keras_to_dm(flat):
-    """Test oracle: `{keras_key: array}` -> DeepMind's `{module: {param: array}}` naming."""
+def keras_to_dm(flat, root="NFNet"):
+    """Test oracle: `{keras_key: array}` -> DeepMind's `{module: {param: array}}` naming.
+
+    `root` is the Haiku module of the family: `NFNet`, `NF_RegNet` or `NF_ResNet`.
+    """
     tree = {}
     for key, value in flat.items():
         *scope, name = key.split("/")
@@ -71,7 +85,30 @@ def keras_to_dm(flat):
             name = "w"
         elif name == "bias" and (scope[-1].startswith("linear")):
             name = "b"
-        tree.setdefault("/~/".join(["NFNet"] + scope), {})[name] = value
+        tree.setdefault("/~/".join([root] + scope), {})[name] = value
+    return tree
+
+
+def write_perturbed_checkpoint(model, path, root, seed=0):
+    """Writes every weight of `model`, moved off its init, as a DeepMind-layout pickle under `root`.
+
+    Gains ~ U(0.5, 1.5), biases ~ N(0, 0.1), kernels ~ N(0, 1/fan_in). Returns the
+    `{module: {param: array}}` tree written.
+    """
+    rng = np.random.default_rng(seed)
+    flat = {}
+    for key, variable in model_weights(model).items():
+        shape = tuple(variable.shape)
+        if key.endswith("gain"):  # skip gains and conv gains
+            value = rng.uniform(0.5, 1.5, shape)
+        elif key.endswith("bias"):
+            value = rng.normal(0.0, 0.1, shape)
+        else:
+            value = rng.normal(0.0, 1.0 / np.sqrt(np.prod(shape[:-1])), shape)
+        flat[key] = value.astype(np.float32)
+    tree = keras_to_dm(flat, root=root)
+    with open(path, "wb") as handle:
+        pickle.dump(tree, handle, protocol=4)
     return tree
 
 

@@ -1,126 +1,53 @@
-"""EMA evaluation / saving callbacks with NFNetSGD's in-optimizer EMA.
+"""The train.py run's callbacks: Checkpoint at each chunk end, LogOptimizer's extra logs."""
 
-Cases live in tests/scripts/trainer_cases.py (TensorFlow in-process when active; JAX in
-one subprocess for the evaluation and checkpoint cases).
-"""
-
-import os
-import sys
-
+import keras
 import numpy as np
-import pytest
+
+from nfnet_keras.models import get_spec
+from nfnet_keras.training import checkpoint
+from nfnet_keras.training.callbacks import Checkpoint, LogOptimizer
+from nfnet_keras.training.optimizers import NFNetSGD
+from nfnet_keras.training.plan import RunPlan
+from nfnet_keras.training.sam import NFNetTrainer
+
+# 5 steps in chunks of 2, 2 and 1.
+PLAN = RunPlan(get_spec("nano"), 32, 32, steps_per_epoch=10, total_steps=5, chunk=2, warmup_epochs=0.0,
+               warmup_shortened=False)  # fmt: skip
 
 
-import keras  # noqa: E402
-from support.subprocesses import CaseRunner  # noqa: E402
-
-from nfnet_keras.training.callbacks import EMACheckpoint, ema_optimizer, ema_weights  # noqa: E402
-from nfnet_keras.training.optimizers import NFNetSGD  # noqa: E402
-
-CASES = ["ema_evaluation", "checkpoint_keeps_ema"]
-
-
-@pytest.fixture(scope="module", params=["tensorflow", "jax"])
-def results(request):
-    return CaseRunner(request.param, CASES)
-
-
-@pytest.fixture(scope="module")
-def tf_results():
-    return CaseRunner("tensorflow", ["save_ema_weights"])
-
-
-def test_ema_evaluation_logs_val_ema_metrics(results):
-    r = results["ema_evaluation"]
-    assert {"val_ema_loss", "val_ema_accuracy", "val_loss", "val_accuracy"} <= set(r["keys"])
-
-
-def test_ema_evaluation_metrics_differ_from_raw(results):
-    r = results["ema_evaluation"]
-    assert r["ema_vs_raw_max_abs"] > 1e-3  # the EMA is not the raw weights
-    assert abs(r["val_ema_loss"] - r["val_loss"]) > 1e-4
-
-
-def test_ema_evaluation_evaluates_the_ema_weights(results):
-    r = results["ema_evaluation"]
-    assert r["swapped_in_is_ema"] == 0.0
-    assert r["val_ema_loss"] == pytest.approx(r["explicit_ema_loss"], rel=1e-6)
-
-
-def test_ema_evaluation_restores_raw_weights(results):
-    r = results["ema_evaluation"]
-    assert r["restored_max_abs"] == 0.0  # same epoch end, before vs after the callback
-    assert r["raw_after_context"] == 0.0
-    assert r["averages_after_context"] == 0.0
-
-
-def test_checkpoint_round_trip_keeps_ema(results):
-    r = results["checkpoint_keeps_ema"]
-    assert r["optimizer"] == "NFNetSGD"
-    assert r["iterations"][0] == r["iterations"][1] > 0
-    assert r["ema_vs_raw_max_abs"] > 1e-3
-    assert r["raw_max_abs"] == 0.0
-    assert r["ema_max_abs"] == 0.0
-
-
-def test_save_ema_weights_loads_into_plain_model(tf_results):
-    r = tf_results["save_ema_weights"]
-    assert r["ema_vs_raw_max_abs"] > 1e-3
-    assert r["function_vs_ema"] == 0.0
-    assert r["raw_unchanged"] == 0.0
-
-
-def test_ema_checkpoint_writes_each_epoch(tf_results):
-    r = tf_results["save_ema_weights"]
-    assert {"ema_01.weights.h5", "ema_02.weights.h5"} <= set(r["files"])
-    assert r["callback_vs_ema"] == 0.0
-
-
-def _tiny(optimizer):
+def _trainer():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile(optimizer=optimizer, loss="mse")
-    x = np.ones((4, 3), "float32")
-    model.fit(x, np.zeros((4, 2), "float32"), epochs=3, batch_size=4, verbose=0)
-    return model
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="predictions")])
+    trainer = NFNetTrainer(model)
+    trainer.compile(optimizer=NFNetSGD(0.1, clipping=0.01), loss="mse")
+    trainer.fit(np.ones((4, 3), "float32"), np.ones((4, 2), "float32"), epochs=1, verbose=0)
+    return trainer
 
 
-def test_ema_weights_without_ema_optimizer_raises():
-    model = _tiny(keras.optimizers.SGD(0.1))
-    with pytest.raises(ValueError, match="keeps no weight EMA"):
-        with ema_weights(model):
-            pass
-    with pytest.raises(ValueError, match="ema_decay"):
-        ema_optimizer(NFNetSGD(ema_decay=None))
+def test_checkpoint_of_the_shorter_last_chunk_records_the_last_step(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    callback = Checkpoint(path, PLAN)
+    callback.set_model(_trainer())
+    callback.on_epoch_end(0, {"loss": 0.5})
+    assert checkpoint.saved_step(path) == 2
+    callback.on_epoch_end(2, {"loss": 0.5})
+    assert checkpoint.saved_step(path) == 5
 
 
-def test_ema_weights_unwraps_loss_scale_optimizer():
-    inner = NFNetSGD(ema_decay=0.9)
-    assert ema_optimizer(keras.optimizers.LossScaleOptimizer(inner)) is inner
+def test_checkpoint_skips_a_chunk_that_ended_with_a_nan_loss(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    callback = Checkpoint(path, PLAN)
+    callback.set_model(_trainer())
+    callback.on_epoch_end(0, {"loss": 0.5})
+    callback.on_epoch_end(1, {"loss": float("nan")})
+    assert checkpoint.saved_step(path) == 2
 
 
-def test_ema_weights_with_keras_use_ema_optimizer():
-    # Keras' use_ema overwrites the weights with the EMA at the end of fit,
-    # so step the optimizer by hand.
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile(optimizer=keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5), loss="mse")
-    model.optimizer.build(model.trainable_variables)
-    for _ in range(3):
-        grads = [np.ones(v.shape, "float32") for v in model.trainable_variables]
-        model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    raw = [v.numpy() for v in model.trainable_variables]
-    averages = [v.numpy() for v in model.optimizer._model_variables_moving_average]
-    with ema_weights(model):
-        inside = [v.numpy() for v in model.trainable_variables]
-    assert max(float(np.abs(a - b).max()) for a, b in zip(raw, averages)) > 1e-3
-    assert all(np.array_equal(a, b) for a, b in zip(inside, averages))
-    assert all(np.array_equal(a, v.numpy()) for a, v in zip(raw, model.trainable_variables))
-
-
-def test_ema_checkpoint_config_round_trip():
-    cb = EMACheckpoint("x_{epoch}.weights.h5", frequency=2)
-    clone = EMACheckpoint.from_config(cb.get_config())
-    assert clone.filepath == cb.filepath and clone.frequency == 2
-    with pytest.raises(ValueError, match="weights.h5"):
-        EMACheckpoint("x.keras")
+def test_log_optimizer_adds_the_learning_rate_and_the_clip_fraction():
+    trainer = _trainer()
+    callback = LogOptimizer()
+    callback.set_model(trainer)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert logs["learning_rate"] == np.float32(0.1)
+    assert logs["clip_fraction"] == float(keras.ops.convert_to_numpy(trainer.optimizer.clip_fraction)) > 0.0

@@ -19,7 +19,8 @@ import pytest
 
 
 import keras  # noqa: E402
-from support import REPO_ROOT, script
+from support import REPO_ROOT
+from support import script as script_path
 from support.subprocesses import child_env, free_port, run_script  # noqa: E402
 
 from nfnet_keras.training.distribution import Engine, get_distribution  # noqa: E402
@@ -96,7 +97,7 @@ def _kill(proc):
 
 
 def test_jax_multi_host_two_processes_match_one_process():
-    script = script("distribution_scenarios.py")
+    script = script_path("distribution_scenarios.py")
     port = str(free_port())
     with tempfile.TemporaryDirectory() as out:
         env = child_env("jax")

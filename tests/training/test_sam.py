@@ -5,8 +5,6 @@ in-process; the other backend runs them all in one subprocess (module-scoped
 fixture), so every test below runs on both backends.
 """
 
-import os
-import sys
 
 import pytest
 

@@ -1,4 +1,8 @@
-"""WarmupCosineDecay against DeepMind's formulas (nfnets/optim.py, experiment_nfnets.py)."""
+"""WarmupCosineDecay against DeepMind's formulas.
+
+The reference is DeepMind's code (github.com/deepmind/deepmind-research, nfnets/optim.py and
+nfnets/experiment_nfnets.py), not a file of this repository.
+"""
 
 import math
 

@@ -1,4 +1,10 @@
-"""The normalizer-free bottleneck block of NFNet-F models."""
+"""The normalizer-free bottleneck block of DeepMind's NF models.
+
+One layer serves DeepMind's three families, whose blocks differ only in their
+bottleneck rule, where the squeeze-excite sits and how the shortcut
+downsamples: NFNet-F (DeepMind's `nfnet.py`, `NFBlock`), NF-RegNet
+(`nf_regnet.py`, `NFBlock`) and NF-ResNet (`nf_resnet.py`, `NFResBlock`).
+"""
 
 import keras
 from keras import ops
@@ -9,12 +15,23 @@ from nfnet_keras.models.layers.stochastic_depth import StochasticDepth
 from nfnet_keras.models.layers.ws_conv import WSConv2D
 
 
+#: Where the squeeze-excite gate of a block sits (None: no gate).
+SE_POSITIONS = ("output", "bottleneck", None)
+#: How a strided block downsamples its shortcut.
+DOWNSAMPLES = ("avg_pool", "strided_conv")
+
+
 def bottleneck_width(in_channels, out_channels, expansion, group_width, big_width=True):
     """DeepMind's bottleneck: `int(ch * expansion)` rounded down to whole groups.
 
+    `group_width=None` means one group (a dense 3x3 conv, NF-ResNet's) and no rounding.
     Returns `(mid_channels, groups)`; raises ValueError when less than one group fits.
     """
     width = int((out_channels if big_width else in_channels) * expansion)
+    if group_width is None:
+        if width < 1:
+            raise ValueError(f"bottleneck of {width} channels: raise the stage width / expansion")
+        return width, 1
     groups = width // group_width
     if groups < 1:
         raise ValueError(
@@ -26,29 +43,43 @@ def bottleneck_width(in_channels, out_channels, expansion, group_width, big_widt
 
 @keras.saving.register_keras_serializable(package="nfnet_keras")
 class NFBlock(keras.layers.Layer):
-    """NFNet block (DeepMind's `nfnet.NFBlock`), in the reference's exact order.
+    """NF bottleneck block (DeepMind's `nfnet.NFBlock`), in the reference's exact order.
 
         out = act(x) * beta
-        shortcut = conv_shortcut(avg_pool(out))   if stride > 1
-                   conv_shortcut(out)             elif in != out channels
+        shortcut = conv_shortcut(avg_pool(out))   if stride > 1 (downsample="avg_pool")
+                   conv_shortcut(out)             elif stride > 1 or in != out channels
                    x                              otherwise
         out = conv0(out)                          1x1 -> mid
         out = conv1(act(out))                     3x3, stride, groups
         out = conv1b(act(out))                    3x3, groups (use_two_convs)
+        out = 2 * squeeze_excite(out) * out       se_position="bottleneck"
         out = conv2(act(out))                     1x1 -> out
-        out = 2 * squeeze_excite(out) * out
+        out = 2 * squeeze_excite(out) * out       se_position="output"
         out = stochastic_depth(out)               training only, if rate > 0
         return out * skip_gain * alpha + shortcut
+
+    The defaults are NFNet-F's. DeepMind's NF-RegNet block (`nf_regnet.NFBlock`)
+    is `big_width=False, group_width=8, use_two_convs=False,
+    se_position="bottleneck"`; its NF-ResNet block (`nf_resnet.NFResBlock`) is
+    `expansion=0.25, group_width=None, use_two_convs=False,
+    downsample="strided_conv"` with `se_position=None` or `"output"`.
 
     `beta` (1 / expected std of the input) and `alpha` are constants computed by
     the model; `skip_gain` is a learnable scalar initialised to 0.
 
     Args:
         in_channels, out_channels: block input and output widths.
-        expansion, group_width, big_width: bottleneck width rule.
-        stride: stride of conv1 and of the shortcut average pool.
+        expansion, group_width, big_width: bottleneck width rule (see
+            `bottleneck_width`).
+        stride: stride of conv1 and of the shortcut's downsampling.
         beta, alpha: signal-propagation constants.
         se_ratio: squeeze-excite hidden ratio.
+        se_position: where the squeeze-excite gate sits: `"output"` (on the
+            conv2 output), `"bottleneck"` (on the mid width, before conv2) or
+            None (no gate).
+        downsample: how a strided block's shortcut downsamples: `"avg_pool"`
+            (2x2 average pool, then a 1x1 conv) or `"strided_conv"` (a 1x1
+            conv with the block's stride).
         stochdepth_rate: per-example drop rate of the residual branch.
         activation: name of the gamma-scaled nonlinearity.
         use_two_convs: include conv1b (True for NFNets).
@@ -77,6 +108,8 @@ class NFBlock(keras.layers.Layer):
         activation="gelu",
         use_two_convs=True,
         skip_gain_init=0.0,
+        se_position="output",
+        downsample="avg_pool",
         seed=None,
         standardize=True,
         remat=False,
@@ -86,7 +119,7 @@ class NFBlock(keras.layers.Layer):
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.expansion = float(expansion)
-        self.group_width = int(group_width)
+        self.group_width = None if group_width is None else int(group_width)
         self.big_width = bool(big_width)
         self.stride = int(stride)
         self.beta = float(beta)
@@ -96,6 +129,12 @@ class NFBlock(keras.layers.Layer):
         self.activation = activation
         self.use_two_convs = bool(use_two_convs)
         self.skip_gain_init = float(skip_gain_init)
+        if se_position not in SE_POSITIONS:
+            raise ValueError(f"se_position must be one of {SE_POSITIONS}, got {se_position!r}")
+        if downsample not in DOWNSAMPLES:
+            raise ValueError(f"downsample must be one of {DOWNSAMPLES}, got {downsample!r}")
+        self.se_position = se_position
+        self.downsample = downsample
         self.seed = seed
         self.standardize = bool(standardize)
         self.remat = bool(remat)
@@ -114,17 +153,20 @@ class NFBlock(keras.layers.Layer):
             WSConv2D(self.mid_channels, 3, groups=self.groups, name="conv1b", **ws) if self.use_two_convs else None
         )
         self.conv2 = WSConv2D(self.out_channels, 1, name="conv2", **ws)
+        pooled = self.stride > 1 and self.downsample == "avg_pool"
+        shortcut_stride = 1 if pooled else self.stride
         self.conv_shortcut = (
-            WSConv2D(self.out_channels, 1, name="conv_shortcut", **ws) if self.use_projection else None
+            WSConv2D(self.out_channels, 1, strides=shortcut_stride, name="conv_shortcut", **ws)
+            if self.use_projection
+            else None
         )
         # Keras' AveragePooling2D with "same" padding divides by the number of
         # valid elements, like Haiku's avg_pool: reuse it.
-        self.pool = (
-            keras.layers.AveragePooling2D(2, strides=2, padding="same", name="shortcut_pool")
-            if self.stride > 1
-            else None
+        self.pool = keras.layers.AveragePooling2D(2, strides=2, padding="same", name="shortcut_pool") if pooled else None
+        se_channels = self.mid_channels if self.se_position == "bottleneck" else self.out_channels
+        self.squeeze_excite = (
+            SqueezeExcite(se_channels, self.se_ratio, name="squeeze_excite") if self.se_position else None
         )
-        self.squeeze_excite = SqueezeExcite(self.out_channels, self.se_ratio, name="squeeze_excite")
         self.stochastic_depth = (
             StochasticDepth(self.stochdepth_rate, seed=seed, name="stochastic_depth")
             if self.stochdepth_rate > 0.0
@@ -145,10 +187,11 @@ class NFBlock(keras.layers.Layer):
         self.conv2.build((batch, None, None, self.mid_channels))
         if self.conv_shortcut is not None:
             self.conv_shortcut.build((batch, None, None, self.in_channels))
-        self.squeeze_excite.build((batch, None, None, self.out_channels))
+        if self.squeeze_excite is not None:
+            self.squeeze_excite.build((batch, None, None, self.squeeze_excite.channels))
 
     def residual_and_shortcut(self, inputs):
-        """Returns `(branch, shortcut)`: the gated branch before stochastic depth and skip gain."""
+        """Returns `(branch, shortcut)`: the branch (conv2 output, gated) before stochastic depth and skip gain."""
         out = self.act(inputs) * ops.cast(self.beta, inputs.dtype)
         if self.pool is not None:
             shortcut = self.conv_shortcut(self.pool(out))
@@ -160,9 +203,16 @@ class NFBlock(keras.layers.Layer):
         out = self.conv1(self.act(out))
         if self.conv1b is not None:
             out = self.conv1b(self.act(out))
+        if self.se_position == "bottleneck":
+            out = self._gate(out)
         out = self.conv2(self.act(out))
-        out = (self.squeeze_excite(out) * ops.cast(2.0, out.dtype)) * out
+        if self.se_position == "output":
+            out = self._gate(out)
         return out, shortcut
+
+    def _gate(self, out):
+        # DeepMind's `2 * se(out) * out`: the factor 2 keeps the branch's variance.
+        return (self.squeeze_excite(out) * ops.cast(2.0, out.dtype)) * out
 
     def call(self, inputs, training=False):
         branch = keras.remat(self.residual_and_shortcut) if self.remat and training else self.residual_and_shortcut
@@ -189,8 +239,10 @@ class NFBlock(keras.layers.Layer):
             macs += self.conv1b.count_macs(h, w)[0]
         macs += self.conv2.count_macs(h, w)[0]
         if self.conv_shortcut is not None:
-            macs += self.conv_shortcut.count_macs(h, w)[0]
-        macs += self.squeeze_excite.count_macs()
+            # A pooled shortcut's conv sees the downsampled map, a strided one the block input.
+            macs += self.conv_shortcut.count_macs(*((h, w) if self.pool is not None else (height, width)))[0]
+        if self.squeeze_excite is not None:
+            macs += self.squeeze_excite.count_macs()
         return macs, (h, w)
 
     def get_config(self):
@@ -210,6 +262,8 @@ class NFBlock(keras.layers.Layer):
                 "activation": self.activation,
                 "use_two_convs": self.use_two_convs,
                 "skip_gain_init": self.skip_gain_init,
+                "se_position": self.se_position,
+                "downsample": self.downsample,
                 "seed": self.seed,
                 "standardize": self.standardize,
                 "remat": self.remat,

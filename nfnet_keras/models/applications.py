@@ -1,0 +1,139 @@
+"""What every family's builder shares: the `keras.applications` rules, the input, the head, the `NFModel`.
+
+NFNet-F (`nfnet.py`), NF-RegNet (`nf_regnet.py`) and NF-ResNet (`nf_resnet.py`)
+differ in their stem and blocks only; their arguments follow
+`keras.applications` and are checked here, once.
+"""
+
+import os
+
+import keras
+
+from nfnet_keras.checks import check_integer
+from nfnet_keras.models.base import CLASSIFIER_LAYER, IMAGENET_CLASSES, NFModel
+from nfnet_keras.preprocessing.settings import EvalPreprocessing
+
+__all__ = ["check_arguments", "classification_head", "image_input", "input_shape", "make_model"]
+
+#: The smallest input side every family accepts (five stride-2 stages).
+MIN_INPUT_SIZE = 32
+
+
+def check_arguments(include_top, weights, pooling, classes, classifier_activation, no_imagenet=None):
+    """Checks the `keras.applications` arguments before anything is built or downloaded.
+
+    Args:
+        include_top, weights, pooling, classes, classifier_activation: as in
+            `keras.applications`.
+        no_imagenet: None when `weights="imagenet"` is available, else the
+            one-line message that refuses it.
+
+    Raises:
+        ValueError: for an invalid argument or combination.
+    """
+    if not (weights in (None, "imagenet") or (isinstance(weights, (str, os.PathLike)) and os.path.exists(weights))):
+        raise ValueError(
+            "The `weights` argument should be either `None` (random initialization), `'imagenet'` "
+            f"(pre-training on ImageNet), or the path to the weights file to be loaded. Received: weights={weights}"
+        )
+    if weights == "imagenet" and no_imagenet:
+        raise ValueError(no_imagenet)
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            "NF models support only the 'channels_last' image data format (DeepMind's weights are NHWC/HWIO); "
+            "set keras.config.set_image_data_format('channels_last')."
+        )
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling}")
+    if include_top:
+        check_integer(classes, "`classes`")
+    pretrained_top = include_top and weights is not None and classes == 1000
+    if pretrained_top and classifier_activation not in (None, "softmax"):
+        raise ValueError(
+            "Only `None` and `softmax` activations are allowed for the `classifier_activation` argument "
+            f"when using pretrained weights, with `include_top=True`; Received: {classifier_activation}"
+        )
+
+
+def input_shape(shape, input_tensor, default_size, include_top, weights):
+    """The `(height, width, 3)` input shape: the given one, the tensor's, or the default.
+
+    Without a top the default is `(None, None, 3)`; with one, the family's test size.
+
+    Raises:
+        ValueError: for a shape that is not 3-D, too small, or not RGB with weights.
+    """
+    if shape is None and input_tensor is not None:
+        if len(input_tensor.shape) != 4:
+            raise ValueError(f"input_tensor must be 4-D (N, H, W, 3), got shape {input_tensor.shape}")
+        shape = tuple(input_tensor.shape[1:])
+    if shape is None:
+        return (default_size, default_size, 3) if include_top else (None, None, 3)
+    shape = tuple(shape)
+    if len(shape) != 3:
+        raise ValueError(f"`input_shape` must be a tuple of three integers (height, width, 3). Received: {shape}")
+    if weights is not None and shape[-1] != 3:
+        raise ValueError(f"The input must have 3 channels with pretrained weights; Received: input_shape={shape}")
+    for size in shape[:2]:
+        if size is not None and size < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"Input size must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; Received: input_shape={shape}"
+            )
+    return shape
+
+
+def image_input(shape, input_tensor):
+    """The image input tensor of a model: `input_tensor` (wrapped if it is not a Keras tensor) or a new one."""
+    if input_tensor is None:
+        return keras.layers.Input(shape=shape, name="images")
+    if not keras.backend.is_keras_tensor(input_tensor):
+        return keras.layers.Input(tensor=input_tensor, shape=shape, name="images")
+    return input_tensor
+
+
+def classification_head(x, include_top, pooling, classes, classifier_activation, drop_rate, seed, kernel_initializer):
+    """Global average pool, dropout and the `predictions` layer; or only the pooling without a top.
+
+    Args:
+        x: the activated final feature map.
+        include_top, pooling, classes, classifier_activation: as in `keras.applications`.
+        drop_rate: dropout before the classifier (training only).
+        seed: optional dropout seed.
+        kernel_initializer: the classifier's kernel initialiser (DeepMind's
+            differ per family).
+    """
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if drop_rate > 0:
+            x = keras.layers.Dropout(drop_rate, seed=seed, name="top_dropout")(x)
+        return keras.layers.Dense(
+            classes,
+            activation=classifier_activation,
+            kernel_initializer=kernel_initializer,
+            # float32 logits also under mixed precision.
+            dtype="float32",
+            name=CLASSIFIER_LAYER,
+        )(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
+
+
+def make_model(img_input, input_tensor, outputs, name, shape, test_imsize, eval_padding, include_top, classes):
+    """The `NFModel` with its evaluation preprocessing and class names.
+
+    The preprocessing is at the model's fixed square input size, else at the
+    family's test size; a 1000-class head names ImageNet's classes (as in
+    `keras.applications`; `train.py` names its dataset's).
+    """
+    inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
+    fixed_size = shape[0] if shape[0] is not None and shape[0] == shape[1] else None
+    return NFModel(
+        inputs,
+        outputs,
+        name=name,
+        preprocessing=EvalPreprocessing(fixed_size or test_imsize, crop_padding=eval_padding),
+        class_names=IMAGENET_CLASSES if include_top and classes == 1000 else None,
+    )

@@ -1,0 +1,54 @@
+"""The protected Keras attributes nfnet_keras reads still exist and mean what they meant.
+
+Every entry of KERAS_PROTECTED_ATTRIBUTES is checked by name on the installed
+Keras (setup.cfg pins the minor release these tests pass on); the accessors
+of nfnet_keras.training.keras_internals are checked for what the optimizers
+and the EMA helpers rely on.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from nfnet_keras.training import keras_internals
+from nfnet_keras.training.keras_internals import KERAS_PROTECTED_ATTRIBUTES
+
+OWNERS = {"keras.optimizers.Optimizer": keras.optimizers.Optimizer}
+
+
+@pytest.fixture
+def variables():
+    return [keras.Variable(np.full((2, 3), 1.0, "float32"), name="a"), keras.Variable(np.zeros(4, "float32"), name="b")]
+
+
+@pytest.fixture
+def ema_optimizer(variables):
+    """A built Keras optimizer with use_ema=True: it carries every listed attribute."""
+    optimizer = keras.optimizers.SGD(0.1, use_ema=True)
+    optimizer.build(variables)
+    return optimizer
+
+
+def test_every_listed_attribute_names_a_known_owner_and_a_reason():
+    for owner, attribute, why in KERAS_PROTECTED_ATTRIBUTES:
+        assert owner in OWNERS and attribute.startswith("_") and why
+
+
+@pytest.mark.parametrize("owner, attribute", [entry[:2] for entry in KERAS_PROTECTED_ATTRIBUTES], ids=lambda x: x)
+def test_listed_attribute_exists_on_the_installed_keras(ema_optimizer, owner, attribute):
+    assert isinstance(ema_optimizer, OWNERS[owner])
+    assert hasattr(ema_optimizer, attribute), f"{owner}.{attribute} is gone in Keras {keras.__version__}"
+
+
+def test_variable_index_is_the_position_in_the_built_list(ema_optimizer, variables):
+    assert [keras_internals.variable_index(ema_optimizer, v) for v in reversed(variables)] == [1, 0]
+
+
+def test_built_variables_are_the_build_list_in_order(ema_optimizer, variables):
+    assert keras_internals.built_variables(ema_optimizer) == variables
+
+
+def test_moving_averages_are_aligned_with_the_built_variables(ema_optimizer, variables):
+    averages = keras_internals.moving_average_variables(ema_optimizer)
+    assert [tuple(a.shape) for a in averages] == [tuple(v.shape) for v in variables]
+    assert all(a is not v for a, v in zip(averages, variables))
