@@ -137,3 +137,44 @@ def make_model(img_input, input_tensor, outputs, name, shape, test_imsize, eval_
         preprocessing=EvalPreprocessing(fixed_size or test_imsize, crop_padding=eval_padding),
         class_names=IMAGENET_CLASSES if include_top and classes == 1000 else None,
     )
+
+
+def application_function(builder, variant, function_name, default_name, doc, default_weights=None):
+    """A `keras.applications`-style function for one variant of a family.
+
+    Args:
+        builder: the family's builder, called as `builder(variant, **arguments)`.
+        variant: the family's variant name.
+        function_name: the public name (`"NFNetF0"`).
+        default_name: the default model name (`"nfnet_f0"`).
+        doc: the function's docstring.
+        default_weights: `"imagenet"` where published weights exist, else None.
+    """
+
+    def application(
+        include_top=True,
+        weights=default_weights,
+        input_tensor=None,
+        input_shape=None,
+        pooling=None,
+        classes=1000,
+        classifier_activation="softmax",
+        name=default_name,
+        **kwargs,
+    ):
+        return builder(
+            variant,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            name=name,
+            **kwargs,
+        )
+
+    application.__name__ = application.__qualname__ = function_name
+    application.__doc__ = doc
+    return application

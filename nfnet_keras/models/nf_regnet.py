@@ -227,35 +227,13 @@ def default_name(variant):
 
 
 def _application(variant):
-    default = default_name(variant)
-
-    def application(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        name=default,
-        **kwargs,
-    ):
-        return NFRegNet(
-            variant,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-            **kwargs,
-        )
-
-    application.__name__ = application.__qualname__ = f"NFRegNet{variant}"
-    application.__doc__ = _APPLICATION_DOC.format(variant=variant, test_imsize=VARIANTS[variant]["test_imsize"])
-    return application
+    return applications.application_function(
+        NFRegNet,
+        variant,
+        f"NFRegNet{variant}",
+        default_name(variant),
+        _APPLICATION_DOC.format(variant=variant, test_imsize=VARIANTS[variant]["test_imsize"]),
+    )
 
 
 NFRegNetB0 = _application("B0")

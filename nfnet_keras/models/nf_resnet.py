@@ -234,35 +234,9 @@ def default_name(variant):
 
 
 def _application(variant):
-    default = default_name(variant)
-
-    def application(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        name=default,
-        **kwargs,
-    ):
-        return NFResNet(
-            variant,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-            **kwargs,
-        )
-
-    application.__name__ = application.__qualname__ = f"NFResNet{variant}"
-    application.__doc__ = _APPLICATION_DOC.format(variant=variant)
-    return application
+    return applications.application_function(
+        NFResNet, variant, f"NFResNet{variant}", default_name(variant), _APPLICATION_DOC.format(variant=variant)
+    )
 
 
 NFResNet50 = _application("50")

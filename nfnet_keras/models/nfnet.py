@@ -179,39 +179,14 @@ def _default_name(variant):
 
 
 def _application(variant):
-    default_weights = "imagenet" if variant in variants.PRETRAINED_VARIANTS else None
-    function_name = "NFNet" + variant.replace("+", "Plus")
-    default_name = _default_name(variant)
-
-    def application(
-        include_top=True,
-        weights=default_weights,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        name=default_name,
-        **kwargs,
-    ):
-        return NFNet(
-            variant,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-            **kwargs,
-        )
-
-    application.__name__ = application.__qualname__ = function_name
-    application.__doc__ = _APPLICATION_DOC.format(
-        variant=variant, test_imsize=variants.VARIANTS[variant]["test_imsize"]
+    return applications.application_function(
+        NFNet,
+        variant,
+        "NFNet" + variant.replace("+", "Plus"),
+        _default_name(variant),
+        _APPLICATION_DOC.format(variant=variant, test_imsize=variants.VARIANTS[variant]["test_imsize"]),
+        default_weights="imagenet" if variant in variants.PRETRAINED_VARIANTS else None,
     )
-    return application
 
 
 NFNetF0 = _application("F0")
