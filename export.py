@@ -35,8 +35,14 @@ agreement of every artifact against the Keras model, on real images (--parity_im
 FOLDER, or the bundled CIFAR-10 test images). Exporting needs the TensorFlow backend
 (set here). The artifacts do not need nfnet_keras: the SavedModel runs on TensorFlow
 (TF Serving), the .tflite files on the LiteRT runtime (ai-edge-litert) alone.
+
+An error (a missing or unreadable file, a bad flag value, an existing version, a
+failed weights download) is one line on stderr, `error: ...`, and exit status 1;
+Ctrl-C is `interrupted` and exit status 130. Set NFNET_KERAS_TRACEBACK=1 to see the
+full traceback instead (nfnet_keras/cli.py).
 """
 
+import importlib.util
 import os
 import sys
 
@@ -78,6 +84,15 @@ _define("string", "parity_images", None, "Image folder for the parity check (def
 _define("integer", "parity_count", 100, "Images in the parity check.")
 
 
+def _load_cli():
+    """`nfnet_keras/cli.py` by its path: importing the package would import Keras before the backend is set."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nfnet_keras", "cli.py")
+    spec = importlib.util.spec_from_file_location("nfnet_keras_cli", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -89,14 +104,9 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TensorFlow's Python INFO lines (SavedModel writing)
     from nfnet_keras.export import run as export_lib  # noqa: PLC0415
 
-    settings = {name: FLAGS[name].value for name in _NAMES}
-    try:
-        export_lib.run(settings)
-    except ValueError as error:  # bad input: unknown format, missing file, existing version...
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    export_lib.run({name: FLAGS[name].value for name in _NAMES})
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli = _load_cli()  # user errors: one line and exit status 1 (bugs keep their traceback)
+    app.run(lambda argv: sys.exit(cli.run_main(main, argv)))

@@ -11,15 +11,21 @@ images, 1 warmup epoch, no MixUp/CutMix); `--preset paper` gives the paper's val
     python train.py --variant F0 --weights imagenet --dataset folder:/data/flowers \
         --train_image_size 192 --eval_image_size 256 --epochs 10 --learning_rate 0.01
 
-Killing the process and running the same command again resumes from the last
-checkpoint (model, optimizer and EMA state, step and data position) and ends with
-the same weights as an uninterrupted run.
+Stopping and resuming: SIGTERM (a preemption notice) or Ctrl-C finish the current
+step, write the checkpoint at that step and exit with status 75; running the same
+command again resumes from it and ends with the same weights as an uninterrupted
+run. After a SIGKILL or a crash the rerun resumes from the last periodic
+checkpoint (--checkpoint_every). Flags that do not change the training
+(--cpu_devices, --checkpoint_every, --verbose, --eval_batch_size, the data's
+location) may differ on the rerun.
+
+An error is one line on stderr and exit status 1; set NFNET_KERAS_TRACEBACK=1 for the traceback.
 """
 
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 _NAMES = []
@@ -46,6 +52,13 @@ _define(
     "cifar10_sample",
     "cifar10_sample (bundled), tfds:NAME (e.g. tfds:imagenet2012 with --manual_dir), "
     "folder:PATH (class/*.jpg, or train/ and val/ subfolders), or an .npz of JPEG bytes.",
+)
+_define(
+    "float",
+    "validation_fraction",
+    None,
+    "Hold out this fraction of the training images (stratified, seeded by --seed) and evaluate on it "
+    "(default: the dataset's own evaluation split, or 0.1 when it has none, e.g. a flat class-folder dataset).",
 )
 _define("string", "data_dir", None, "TFDS data directory.")
 _define("string", "manual_dir", None, "TFDS manual_dir (imagenet2012: the ILSVRC2012 tar files).")
@@ -130,14 +143,28 @@ def main(argv):
     if FLAGS.cpu_devices and os.environ.get("KERAS_BACKEND") == "jax":
         flag = f"--xla_force_host_platform_device_count={FLAGS.cpu_devices}"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
-    from nfnet_keras.training import run as training_run  # noqa: PLC0415  (after KERAS_BACKEND is set)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's start-up INFO lines (CPU features)
+    logging.set_verbosity(logging.WARNING)  # JAX's INFO lines (distributed service, absent TPU)
+    # After KERAS_BACKEND is set: importing nfnet_keras imports Keras.
+    from nfnet_keras import cli  # noqa: PLC0415
+    from nfnet_keras.training import distribution, preemption  # noqa: PLC0415
+    from nfnet_keras.training import run as training_run  # noqa: PLC0415
 
-    try:
-        training_run.run(resolve_settings())
-    except ValueError as error:  # bad input: unknown variant/dataset, a different run, NaN loss...
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    def train():
+        try:
+            training_run.run(resolve_settings())
+        except preemption.Stopped as stop:
+            print(stop, file=sys.stderr)
+            return preemption.STOPPED_EXIT_CODE
+        return 0
+
+    status = cli.run_main(train)
+    if status and distribution.process_count() > 1:
+        # JAX's exit handler waits for every host, and after an error some may be gone: leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 if __name__ == "__main__":

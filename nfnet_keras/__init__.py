@@ -24,9 +24,11 @@ import warnings
 from nfnet_keras.models import nf_regnet as _nf_regnet
 from nfnet_keras.models import nf_resnet as _nf_resnet
 from nfnet_keras.models import nfnet as _nfnet
+from nfnet_keras.models import timm_nfnet as _timm_nfnet
 from nfnet_keras.models.nf_regnet import *  # noqa: F403  (NFRegNet and NFRegNetB0 ... NFRegNetB8)
 from nfnet_keras.models.nf_resnet import *  # noqa: F403  (NFResNet and NFResNet50 ... NFResNet600)
 from nfnet_keras.models.nfnet import *  # noqa: F403  (NFNet and NFNetF0 ... NFNetF7Plus)
+from nfnet_keras.models.timm_nfnet import *  # noqa: F403  (TimmNFNet, ECANFNetL0 ... ECANFNetL3, NFNetL0)
 from nfnet_keras.models.registry import create_model, model_names
 from nfnet_keras.preprocessing import decode_predictions, prepare_images, preprocess_input
 
@@ -36,6 +38,7 @@ __all__ = [
     *_nfnet.__all__,
     *_nf_regnet.__all__,
     *_nf_resnet.__all__,
+    *_timm_nfnet.__all__,
     "create_model",
     "decode_predictions",
     "model_names",

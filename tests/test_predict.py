@@ -121,3 +121,26 @@ def test_predict_script_answers_help_before_keras_is_imported():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "--model" in result.stdout and "--noema" in result.stdout
     assert result.stdout.splitlines()[-1] == "exit 0 False"
+
+
+def test_undecodable_image_is_reported_before_the_model_is_loaded(tmp_path, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a JPEG")
+    assert predict.main([str(broken), "--model", str(tmp_path / "missing.keras")]) == 1
+    assert f"Cannot decode {str(broken)!r} as an image" in _error_line(capsys)
+
+
+def test_ctrl_c_is_one_line_interrupted_and_status_130(run, monkeypatch, capsys):
+    directory, image, _ = run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.delenv("NFNET_KERAS_TRACEBACK", raising=False)
+    monkeypatch.setattr("nfnet_keras.models.loading.load_model", interrupted)
+    assert predict.main([image, "--model", str(directory)]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_help_says_how_to_see_tracebacks():
+    assert "NFNET_KERAS_TRACEBACK=1" in " ".join(predict.build_parser().format_help().split())

@@ -46,6 +46,7 @@ from nfnet_keras.preprocessing.settings import resolve_preprocessing
 from nfnet_keras.preprocessing.transform import eval_transform_tf
 
 __all__ = [
+    "evaluated_examples",
     "make_train_dataset",
     "make_eval_dataset",
     "randaugment_for_variant",
@@ -275,6 +276,12 @@ def make_train_dataset(
     return ds.with_options(_options(deterministic, shards > 1 or input_context is not None))
 
 
+def evaluated_examples(num_examples, num_hosts, devices_per_host):
+    """How many of `num_examples` a data-parallel evaluation reads (see `make_eval_dataset`)."""
+    per_host = num_examples // num_hosts // devices_per_host * devices_per_host
+    return per_host * num_hosts
+
+
 def make_eval_dataset(
     source,
     global_batch_size,
@@ -286,6 +293,7 @@ def make_eval_dataset(
     *,
     split="eval",
     drop_remainder=False,
+    devices_per_host=None,
     data_dir=None,
     manual_dir=None,
     skip_corrupt=False,
@@ -309,12 +317,19 @@ def make_eval_dataset(
             then apply).
         split: ``"eval"`` (the source's validation/val/test split) by default.
         drop_remainder: drop a last, smaller batch (default: keep it).
+        devices_per_host: for a JAX data-parallel run (several devices or
+            hosts), the local devices of each host. Every host then reads the
+            same number of examples, a multiple of this, so that all hosts run
+            the same batches and every batch splits evenly over the devices:
+            fewer than `num_hosts * devices_per_host` examples are left out.
     """
     preprocessing = resolve_preprocessing(preprocessing)
     src = _resolve_source(source, data_dir, manual_dir, skip_corrupt, verify)
     classes = _resolve_num_classes(src, num_classes)
     local_batch, shards, index = _host_setup(global_batch_size, input_context, num_hosts, host_index)
     ds = src.make_dataset(split, num_shards=shards, shard_index=index, shuffle=False, repeat=False)
+    if devices_per_host:
+        ds = ds.take(evaluated_examples(src.num_examples(split), shards, devices_per_host) // shards)
 
     def prepare(raw, label):
         image = eval_transform_tf(src.decode(raw), preprocessing)

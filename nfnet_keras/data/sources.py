@@ -40,13 +40,39 @@ it is built (``tools/make_cifar10_sample.py``), TFDS data when it is prepared.
 
 Split names: ``"train"``, and ``"eval"`` for the first of ``validation``,
 ``val`` and ``test`` that the source has; a source's own split names work too.
+A source without such a split (a flat ``root/<class>/...`` folder) gets one
+from :func:`hold_out`, which moves a stratified, seeded fraction of
+``train`` into ``validation`` (``train.py --validation_fraction``).
+
+Folder sources, file by file:
+
+* Only the extensions in :data:`IMAGE_EXTENSIONS` are read; other files
+  (``notes.txt``) are ignored. A file with an image extension that is not an
+  image (or is truncated) is corrupt: refused, or skipped and counted.
+* Class indices follow the sorted class folder names, whatever is skipped: an
+  empty class folder keeps its class (and its index) and logs one warning
+  naming it; a skipped file never shifts another file's label.
+* Names are used as the file system gives them (UTF-8 or not).
+* Directory links are followed, but a folder is entered at most once per
+  class, a link to a folder that contains the class folder (a loop) is not
+  entered (with a warning), and a file reached under several names in one
+  class is listed once. A file reachable from two class folders is refused.
 
 Decoding is :func:`nfnet_keras.preprocessing.decode_image`, which gives the
-pixels Pillow gives (and ``prepare_images`` uses).
+pixels Pillow gives (and ``prepare_images`` uses): greyscale, palette, CMYK
+and alpha images become RGB, 16-bit PNGs keep each value's high byte
+(``v >> 8``; see :mod:`nfnet_keras.preprocessing.decoding`). EXIF orientation
+is NOT applied: the pipeline decodes the stored pixels, as Pillow's
+``Image.open``, timm, torchvision and ``tf.io`` do, so that training, the
+predict command (``load_image``) and the exported SavedModel (``tf.io``) see
+the same image. Rotate such files on disk if they should be upright.
 """
 
 import dataclasses
+import hashlib
 import logging
+import math
+import numbers
 import os
 import pathlib
 import re
@@ -54,6 +80,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from nfnet_keras.checks import check_integer
 from nfnet_keras.preprocessing.decoding import decode_image
 
 __all__ = [
@@ -73,6 +100,8 @@ __all__ = [
     "from_arrays",
     "from_encoded",
     "find_undecodable",
+    "hold_out",
+    "HOLD_OUT_SPLIT",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,6 +128,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 #: Split names tried, in order, for the generic ``"eval"`` split.
 EVAL_SPLIT_NAMES = ("validation", "val", "test")
 _SPLIT_DIR_NAMES = ("train",) + EVAL_SPLIT_NAMES
+#: The split :func:`hold_out` creates (the first of `EVAL_SPLIT_NAMES`, so ``"eval"`` finds it).
+HOLD_OUT_SPLIT = EVAL_SPLIT_NAMES[0]
 
 ACCEPTED_FORMS = (
     f"'{BUNDLED_SAMPLE}' (the bundled CIFAR-10 sample; also None)",
@@ -125,15 +156,44 @@ def _accepted_forms_text():
 # ---------------------------------------------------------------------------
 
 
+def _tf_strings(items):
+    """``items`` as a list TensorFlow can hold: ``str`` paths become file-system bytes.
+
+    ``os.fsencode`` keeps names that are not valid UTF-8 (which ``tf.constant``
+    refuses as ``str``) readable by ``tf.io.read_file``.
+    """
+    return [os.fsencode(item) if isinstance(item, str) else item for item in items]
+
+
+def _printable(name):
+    """``name`` for a one-line message: as is, or escaped if it holds control or undecodable characters."""
+    name = str(name)
+    return name if name.isprintable() else ascii(name)[1:-1]
+
+
+_TF_NODE_PREFIX = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
+_TF_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\].*$")
+
+
+def _error_line(err, default):
+    """The first line of a TensorFlow or Python error, without TF's node prefix and op suffix."""
+    message = (getattr(err, "message", None) or str(err)).strip()
+    if not message:
+        return default
+    line = _TF_OP_SUFFIX.sub("", _TF_NODE_PREFIX.sub("", message.splitlines()[0]))
+    return line or default
+
+
 def find_undecodable(items, from_files=False, max_reasons=5):
     """Return ``[(index, reason), ...]`` for the items that :func:`decode_image` rejects.
 
     Runs one parallel ``tf.data`` pass that reads (``from_files=True``: items
     are paths) and decodes every item, dropping failures with
     ``ignore_errors``; the indices missing from the output are the bad ones.
-    The first ``max_reasons`` are decoded again eagerly to get the error text.
+    The first ``max_reasons`` are decoded again eagerly to get the error
+    text (one line each).
     """
-    items = list(items)
+    items = _tf_strings(items)
     n = len(items)
     if n == 0:
         return []
@@ -159,8 +219,7 @@ def find_undecodable(items, from_files=False, max_reasons=5):
                 contents = tf.io.read_file(items[index]) if from_files else items[index]
                 decode_image(contents)
             except (tf.errors.OpError, ValueError) as err:  # noqa: PERF203
-                message = getattr(err, "message", None) or str(err)
-                reason = message.strip().splitlines()[0] if message.strip() else reason
+                reason = _error_line(err, reason)
         result.append((int(index), reason))
     return result
 
@@ -214,7 +273,13 @@ class ImageSource:
         return tuple(self._splits)
 
     def resolve_split(self, split):
-        """Map ``"train"``/``"eval"`` (or a split's own name) to a split of this source."""
+        """Map ``"train"``/``"eval"`` (or a split's own name) to a split of this source.
+
+        Raises:
+            DatasetError: (one line) the source has no such split; for
+                ``"eval"`` on a source without an evaluation split, the
+                message says how to hold one out.
+        """
         names = self.split_names
         if split in names:
             return split
@@ -222,10 +287,28 @@ class ImageSource:
             for candidate in EVAL_SPLIT_NAMES:
                 if candidate in names:
                     return candidate
+            remedy = (
+                "name one of its splits instead"
+                if self.kind == "tfds"
+                else "pass --validation_fraction F to hold out a fraction F of 'train' for evaluation "
+                "(hold_out(source, F, seed) in code)"
+            )
+            raise DatasetError(
+                f"dataset {self.name!r} has no evaluation split (none of {', '.join(EVAL_SPLIT_NAMES)}; "
+                f"it has {list(names)}); {remedy}."
+            )
         raise DatasetError(
             f"source {self.name!r} has no split {split!r}; it has {list(names)}. "
             "Use 'train', 'eval' (= the first of validation/val/test) or one of those."
         )
+
+    def has_split(self, split):
+        """Whether :meth:`resolve_split` finds ``split`` (e.g. ``has_split("eval")``)."""
+        try:
+            self.resolve_split(split)
+        except DatasetError:
+            return False
+        return True
 
     def num_examples(self, split):
         return int(len(self._splits[self.resolve_split(split)].labels))
@@ -249,7 +332,7 @@ class ImageSource:
             image.set_shape([None, None, 3])
             return image
         if self.kind == "files":
-            raw = tf.io.read_file(raw)
+            raw = tf.io.read_file(os.fsencode(raw) if isinstance(raw, str) else raw)
         return decode_image(raw)
 
     def make_dataset(
@@ -296,13 +379,20 @@ class ImageSource:
                 ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
             if repeat:
                 ds = ds.repeat()
-        data = tf.constant(part.data, dtype=tf.uint8 if self.kind == "pixels" else tf.string)
+        if self.kind == "pixels":
+            data = tf.constant(part.data, dtype=tf.uint8)
+        else:
+            data = tf.constant(_tf_strings(part.data), dtype=tf.string)
         labels = tf.constant(np.asarray(part.labels, np.int64))
 
         def lookup(index):
             return tf.gather(data, index), tf.gather(labels, index)
 
         return ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+#: How many examples of a TFDS split :meth:`_TFDSSource.make_dataset` reads at once to check their labels.
+_TFDS_LABELS_CHECKED_FIRST = 64
 
 
 class _TFDSSource(ImageSource):
@@ -341,6 +431,33 @@ class _TFDSSource(ImageSource):
     def decode(self, raw):
         return decode_image(raw)
 
+    def _label_range_message(self, split):
+        return (
+            f"TFDS dataset {self.name!r}: split {split!r} has labels outside [0, {self.num_classes}) "
+            "(TFDS marks unlabelled examples with -1); use a labelled split."
+        )
+
+    def _read(self, split, *, shuffle, seed):
+        """``(encoded image, int64 label)`` of ``split``, every label asserted to be in range."""
+        tfds = _import_tfds()
+        read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=16)
+        ds = self._builder.as_dataset(
+            split=split,
+            shuffle_files=bool(shuffle),
+            decoders={self._image_key: tfds.decode.SkipDecoding()},
+            read_config=read_config,
+        )
+        image_key, label_key, num_classes = self._image_key, self._label_key, self.num_classes
+        message = self._label_range_message(split)
+
+        def checked(example):
+            label = tf.cast(example[label_key], tf.int64)
+            in_range = tf.logical_and(label >= 0, label < num_classes)
+            with tf.control_dependencies([tf.debugging.Assert(in_range, [message, label])]):
+                return example[image_key], tf.identity(label)
+
+        return ds.map(checked)
+
     def make_dataset(
         self,
         split,
@@ -356,18 +473,21 @@ class _TFDSSource(ImageSource):
 
         The buffer defaults to 10,000 examples (DeepMind used 10x the per-host
         batch on ImageNet's pre-shuffled TFDS records).
+
+        Labels are checked as they are read: a ``ClassLabel`` may hold -1
+        (TFDS's mark for an unlabelled example, e.g. imagenet2012's test
+        split). The first examples of the split are read now, so an
+        unlabelled split fails here with a one-line :class:`DatasetError`;
+        a later label outside ``[0, num_classes)`` stops the stream with the
+        same line (in a ``tf.errors.InvalidArgumentError``).
         """
-        tfds = _import_tfds()
         split = self.resolve_split(split)
-        read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=16)
-        ds = self._builder.as_dataset(
-            split=split,
-            shuffle_files=bool(shuffle),
-            decoders={self._image_key: tfds.decode.SkipDecoding()},
-            read_config=read_config,
-        )
-        image_key, label_key = self._image_key, self._label_key
-        ds = ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int64)))
+        try:
+            for _ in self._read(split, shuffle=False, seed=None).take(_TFDS_LABELS_CHECKED_FIRST):
+                pass
+        except tf.errors.InvalidArgumentError as err:
+            raise DatasetError(self._label_range_message(split)) from err
+        ds = self._read(split, shuffle=shuffle, seed=seed)
         if num_shards > 1:
             ds = ds.shard(num_shards, shard_index)
         if shuffle:
@@ -418,7 +538,7 @@ def _verify_splits(name, splits, kind, skip_corrupt):
         if not skip_corrupt:
             raise DatasetError(
                 f"{name}: {len(bad)} corrupt image(s) in split {split!r}; the first is "
-                f"{names[first_index]!s} ({first_reason}). Remove them, or pass "
+                f"{_printable(names[first_index])} ({first_reason}). Remove them, or pass "
                 "skip_corrupt=True to leave them out."
             )
         keep = np.ones(len(part.labels), dtype=bool)
@@ -432,7 +552,7 @@ def _verify_splits(name, splits, kind, skip_corrupt):
             name,
             len(bad),
             split,
-            names[first_index],
+            _printable(names[first_index]),
             first_reason,
         )
     return checked, skipped
@@ -572,15 +692,57 @@ def bundled_cifar10_sample():
     return source
 
 
-def list_images(directory):
-    """Image files (`IMAGE_EXTENSIONS`, no hidden files) under `directory`, recursively, sorted by path."""
-    files = []
+def _file_identity(path):
+    """``(device, inode)`` of what ``path`` leads to (links followed), or the path itself if it leads nowhere."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ("unreadable", path)  # a dangling link: listed once, and the decoder names it
+    return (info.st_dev, info.st_ino)
+
+
+def _contains(outer, inner):
+    """Whether real path ``inner`` is ``outer`` or lies inside it."""
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def _walk_images(directory):
+    """``[(path, identity)]`` of the image files under ``directory`` (see :func:`list_images`)."""
+    start = os.path.realpath(directory)
+    entered = {_file_identity(directory)}
+    listed = set()
+    found = []
     for root, dirs, names in os.walk(directory, followlinks=True):
-        dirs.sort()
-        for fname in sorted(names):
-            if fname.lower().endswith(IMAGE_EXTENSIONS) and not fname.startswith("."):
-                files.append(os.path.join(root, fname))
-    return files
+        enter = []
+        for name in sorted(dirs):
+            path = os.path.join(root, name)
+            identity = _file_identity(path)
+            if identity in entered or _contains(os.path.realpath(path), start):
+                # Only a link can lead back to a folder already entered or above this one.
+                logger.warning("%s: not following link %s: it leads to a folder listed already", directory, path)
+                continue
+            entered.add(identity)
+            enter.append(name)
+        dirs[:] = enter
+        for name in sorted(names):
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                path = os.path.join(root, name)
+                identity = _file_identity(path)
+                if identity not in listed:
+                    listed.add(identity)
+                    found.append((path, identity))
+    return found
+
+
+def list_images(directory):
+    """Image files (`IMAGE_EXTENSIONS`, no hidden files) under `directory`, recursively, sorted by path.
+
+    Directory links are followed, but each folder is entered once, and a link
+    to a folder that contains `directory` (a loop) is skipped with a warning,
+    so the listing ends. A file reached under several names (file links, two
+    links to one folder) is listed once, under its first name.
+    """
+    return [path for path, _ in _walk_images(directory)]
 
 
 def _class_dirs(directory):
@@ -618,6 +780,7 @@ def from_folder(root, *, verify=True, skip_corrupt=False):
             "A classification dataset needs at least 2 class folders."
         )
     class_index = {c: i for i, c in enumerate(class_names)}
+    real_root = os.path.realpath(root)
     splits = {}
     for split, directory in layout.items():
         classes_here = _class_dirs(directory)
@@ -628,12 +791,27 @@ def from_folder(root, *, verify=True, skip_corrupt=False):
                 f"{list(class_names)}"
             )
         paths, labels = [], []
+        owner = {}  # file identity -> (class, path): one file must not get two labels
         for cls in classes_here:
-            found = list_images(directory / cls)
+            if _contains(os.path.realpath(directory / cls), real_root):
+                raise DatasetError(
+                    f"{directory}: class folder '{_printable(cls)}' is a link to a folder that contains the "
+                    "dataset (a loop); remove it."
+                )
+            found = _walk_images(directory / cls)
             if not found:
-                logger.warning("%s: class folder %r has no images", directory, cls)
-            paths.extend(found)
-            labels.extend([class_index[cls]] * len(found))
+                logger.warning("%s: class folder %r has no images (the class keeps its index)", directory, cls)
+            for path, identity in found:
+                if identity in owner and owner[identity][0] != cls:
+                    other_cls, other_path = owner[identity]
+                    raise DatasetError(
+                        f"{directory}: {_printable(os.path.relpath(other_path, root))} (class "
+                        f"'{_printable(other_cls)}') and {_printable(os.path.relpath(path, root))} (class "
+                        f"'{_printable(cls)}') are the same file (a link); an image must belong to one class."
+                    )
+                owner[identity] = (cls, path)
+                paths.append(path)
+                labels.append(class_index[cls])
         if not paths:
             raise DatasetError(
                 f"{directory}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found in its class folders "
@@ -737,8 +915,11 @@ def from_tfds(name, *, data_dir=None, manual_dir=None, download=False, image_key
             f"{image_key!r} and a class label {label_key!r}"
         )
     label_feature = features[label_key]
-    if not hasattr(label_feature, "names"):
-        raise DatasetError(f"TFDS dataset {name!r}: feature {label_key!r} is not a ClassLabel")
+    if not isinstance(label_feature, tfds.features.ClassLabel):
+        raise DatasetError(
+            f"TFDS dataset {name!r}: feature {label_key!r} is a {type(label_feature).__name__}, not a "
+            "ClassLabel, so its classes are unknown; pass label_key= naming a ClassLabel feature."
+        )
     sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
     ordered = [s for s in _SPLIT_DIR_NAMES if s in sizes] + [s for s in sizes if s not in _SPLIT_DIR_NAMES]
     sizes = {s: sizes[s] for s in ordered}
@@ -748,6 +929,101 @@ def from_tfds(name, *, data_dir=None, manual_dir=None, download=False, image_key
     if len(class_names) < 2:
         raise DatasetError(f"TFDS dataset {name!r} has {len(class_names)} class(es); at least 2 are needed")
     return _TFDSSource(f"tfds:{name}", class_names, builder, sizes, image_key, label_key)
+
+
+# ---------------------------------------------------------------------------
+# Held-out evaluation split
+# ---------------------------------------------------------------------------
+
+
+def _held_out_count(fraction, count):
+    """How many of a class's ``count`` examples :func:`hold_out` moves.
+
+    ``fraction * count`` rounded half up, at least 1 and at most ``count - 1``
+    when the class has 2 or more (so every class keeps a training example).
+    """
+    if count < 2:
+        return 0
+    rounded = math.floor(fraction * count + 0.5 + 1e-9)  # 0.29 * 50 is 14.499999999999998 in floats
+    return min(max(rounded, 1), count - 1)
+
+
+def _content_keys(part, kind):
+    """A key per example that does not depend on where it is stored: its file name, else a hash of its bytes."""
+    if part.names is not None:
+        return [str(name) for name in part.names]
+    if kind == "pixels":
+        return [hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in part.data]
+    return [hashlib.sha256(bytes(item)).hexdigest() for item in part.data]
+
+
+def hold_out(source, fraction, seed):
+    """Split a stratified, seeded part of ``source``'s ``train`` split off as ``"validation"``.
+
+    Each class gives ``fraction`` of its training examples (rounded half up;
+    at least 1 and at most all but 1 when the class has 2 or more; a class
+    with a single example stays in ``train``). Which ones depends only on
+    ``seed``, the class and the examples' names (their content when a
+    source has no names), never on the order the file system or the npz
+    lists them in: each class's examples are sorted by that key and a
+    permutation seeded by ``(seed, class)`` picks from them. Both splits keep
+    the source's order. Other splits of ``source`` are kept as they are.
+
+    Args:
+        source: an :class:`ImageSource` with a ``train`` split (npz, folder,
+            arrays or encoded images; not TFDS).
+        fraction: the fraction to hold out, in ``(0, 1)``.
+        seed: a non-negative integer.
+
+    Returns:
+        A new :class:`ImageSource` with the same name, kind, class names and
+        ``skipped``, whose ``"eval"`` split is the held-out ``"validation"``.
+
+    Raises:
+        DatasetError: (one line) a TFDS source, a source that already has a
+            ``validation`` split, ``fraction`` outside ``(0, 1)``, a bad
+            ``seed``, or no class with 2 or more training examples.
+    """
+    if source.kind == "tfds":
+        raise DatasetError(
+            f"cannot hold out part of TFDS dataset {source.name!r}: use the dataset's own split for evaluation."
+        )
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, numbers.Real)
+        or not math.isfinite(fraction)
+        or not 0 < fraction < 1
+    ):
+        raise DatasetError(f"the validation fraction must be a number in (0, 1), got {fraction!r}.")
+    seed = check_integer(seed, "the hold-out seed", minimum=0, error=DatasetError)
+    if HOLD_OUT_SPLIT in source.split_names:
+        raise DatasetError(f"dataset {source.name!r} already has a {HOLD_OUT_SPLIT!r} split; nothing to hold out.")
+    train_name = source.resolve_split("train")
+    train = source._splits[train_name]
+    labels = np.asarray(train.labels, np.int64)
+    keys = _content_keys(train, source.kind)
+    held = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = _held_out_count(float(fraction), len(members))
+        if count == 0:
+            continue
+        ordered = sorted(members, key=lambda i: (keys[i], i))
+        rng = np.random.default_rng([seed, int(label)])
+        chosen = [ordered[j] for j in rng.permutation(len(ordered))[:count]]
+        held[chosen] = True
+    if not held.any():
+        raise DatasetError(
+            f"dataset {source.name!r}: no class has 2 or more training examples, so none can be held out."
+        )
+
+    def part(mask):
+        names = None if train.names is None else np.asarray(train.names)[mask]
+        return _Split(np.asarray(train.data)[mask], labels[mask], names)
+
+    splits = {train_name: part(~held), HOLD_OUT_SPLIT: part(held)}
+    splits.update((name, split) for name, split in source._splits.items() if name != train_name)
+    return ImageSource(source.name, source.class_names, splits, source.kind, skipped=source.skipped)
 
 
 # ---------------------------------------------------------------------------

@@ -58,11 +58,23 @@ def _check_folder(path, flag):
         raise ExportError(f"--{flag}: folder not found: {path}")
 
 
+def _check_export_dir(path):
+    """Refuses an export folder that is a file or lies under one (before the model is loaded)."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):  # the nearest part of the path that exists
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ExportError(f"--export_dir {path}: {probe} is a file, not a folder")
+
+
 def run(settings, print_fn=print):
     """Exports as `settings` say; returns the results dict (see the module docstring).
 
     Raises:
         ExportError: for bad input, before anything is written.
+        OSError: for a file that cannot be read or written, and
+            `nfnet_keras.weights.loading.WeightsDownloadError` for ImageNet
+            weights that cannot be downloaded.
     """
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
@@ -78,6 +90,7 @@ def run(settings, print_fn=print):
         check_integer(settings[key], f"--{key}", error=ExportError, allow_none=key == "version")
     if settings["name"] is not None:
         versions.check_name(settings["name"])
+    _check_export_dir(settings["export_dir"])
     if "int8_full" in flavours:
         _check_folder(settings["representative_images"], "representative_images")
     if settings["parity"]:

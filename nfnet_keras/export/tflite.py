@@ -27,9 +27,10 @@ shape `[1, S, S, 3]` (the batch dimension is resizable: signature
   zero_point`, clipped to [-128, 127]; dequantise the output with
   `(q - zero_point) * scale`. `run` does both.
 
-Calibration and parity images (`encoded_images`) come from a folder or from
-the CIFAR-10 sample bundled with the package, read here with numpy: the
-export needs its encoded images, not the training input pipeline.
+Calibration and parity images (`encoded_images`) come from a folder (the image
+files a folder dataset reads) or from the CIFAR-10 sample bundled with the
+package, through `nfnet_keras.data.sources`: the encoded files, not the
+training input pipeline.
 """
 
 import os
@@ -37,12 +38,11 @@ import os
 import numpy as np
 
 from nfnet_keras.checks import check_integer
+from nfnet_keras.data import sources
 from nfnet_keras.preprocessing import eval_transform, load_image
 
 __all__ = [
-    "BUNDLED_SAMPLE",
     "FLAVOURS",
-    "FOLDER_IMAGE_FORMATS",
     "SIGNATURE",
     "parse_flavours",
     "convert",
@@ -64,11 +64,6 @@ FLAVOURS = {
 }
 #: The SavedModel signature the TFLite files are converted from (float32 pixels in).
 SIGNATURE = "predict_pixels"
-#: The CIFAR-10 sample that `nfnet_keras.data` ships: JPEG bytes `x_<split>_jpeg` cut at `x_<split>_offsets`.
-BUNDLED_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "cifar10_sample.npz")
-#: Image files read from a folder: those Pillow identifies as one of these formats, which the
-#: SavedModel's `serving_default` decodes to the same pixels as Pillow.
-FOLDER_IMAGE_FORMATS = ("JPEG", "PNG", "BMP")
 
 
 def parse_flavours(values):
@@ -143,9 +138,9 @@ def encoded_images(folder=None, count=100, split="train"):
     """`(names, encoded bytes)` of up to `count` images spread over a folder or the bundled sample.
 
     Args:
-        folder: a folder searched recursively (sorted by path, hidden files
-            skipped) for files in `FOLDER_IMAGE_FORMATS`; None: the bundled
-            CIFAR-10 sample.
+        folder: a folder searched recursively for image files, as the folder
+            datasets read them (`nfnet_keras.data.sources.list_images`); None:
+            the bundled CIFAR-10 sample.
         count: how many images (evenly spaced over the sorted list, so every
             class folder contributes).
         split: the bundled sample's split (`"train"` or `"test"`).
@@ -155,39 +150,21 @@ def encoded_images(folder=None, count=100, split="train"):
     """
     check_integer(count, "the number of images")
     if folder is None:
-        with np.load(BUNDLED_SAMPLE) as sample:
-            buffer, offsets = sample[f"x_{split}_jpeg"].tobytes(), sample[f"x_{split}_offsets"]
-        indices = _spread(list(range(len(offsets) - 1)), count)
-        return [f"cifar10_sample/{split}/{i}" for i in indices], [buffer[offsets[i] : offsets[i + 1]] for i in indices]
+        encoded = sources.bundled_cifar10_sample().examples(split)
+        indices = _spread(list(range(len(encoded))), count)
+        return [f"cifar10_sample/{split}/{i}" for i in indices], [bytes(encoded[i]) for i in indices]
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise ValueError(f"image folder not found: {folder}")
-    files = [path for path in _files(folder) if _is_image(path)]
+    files = sources.list_images(folder)
     if not files:
-        raise ValueError(f"{folder}: no image files ({', '.join(FOLDER_IMAGE_FORMATS)}) found")
+        raise ValueError(f"{folder}: no image files ({', '.join(sources.IMAGE_EXTENSIONS)}) found")
     chosen = _spread(files, count)
     contents = []
     for path in chosen:
         with open(path, "rb") as handle:
             contents.append(handle.read())
     return chosen, contents
-
-
-def _files(folder):
-    """The files under `folder`, recursively, sorted by path, without hidden files and folders."""
-    for root, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        yield from (os.path.join(root, name) for name in sorted(names) if not name.startswith("."))
-
-
-def _is_image(path):
-    from PIL import Image  # noqa: PLC0415
-
-    try:
-        with Image.open(path) as image:
-            return image.format in FOLDER_IMAGE_FORMATS
-    except (OSError, ValueError):  # not an image (PIL's UnidentifiedImageError is an OSError)
-        return False
 
 
 def eval_pixels(encoded, preprocessing):

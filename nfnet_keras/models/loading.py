@@ -146,6 +146,13 @@ def _check_file(path, what):
         raise ModelLoadError(f"{what} {path} is in an unknown format: {error}") from error
 
 
+def _brief(error, limit=300):
+    """The first line of `error`'s message, cut to `limit` characters: Keras' can hold a whole model config."""
+    lines = str(error).strip().splitlines()
+    line = lines[0] if lines else type(error).__name__
+    return line if len(line) <= limit else line[: limit - 3].rstrip() + "..."
+
+
 def _from_file(path, ema, variant, image_size, crop_padding):
     if os.path.isdir(path):
         run = RunDirectory.holding(path)
@@ -161,7 +168,7 @@ def _from_file(path, ema, variant, image_size, crop_padding):
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # a corrupt or foreign .keras file: Keras raises many kinds
-        raise ModelLoadError(f"cannot load the Keras model {path}: {error}") from error
+        raise ModelLoadError(f"cannot load the Keras model {path}: {_brief(error)}") from error
     if not isinstance(model, keras.Model):
         raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a Keras model")
     if not isinstance(model, NFModel):  # saved before NFModel: the same layers, settings added below

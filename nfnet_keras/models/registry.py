@@ -4,6 +4,8 @@ Names are lower case, as in timm: the NFNet-F family (`nfnet_f0`,
 `nfnet_f0_plus`, `nfnet_micro`; the variant spellings `F0`, `f0`, `F0+`,
 `F0plus`, `nano`, `micro` are accepted too), NF-RegNets (`nf_regnet_b0` ...
 `nf_regnet_b8`) and NF-ResNets (`nf_resnet50` ... `nf_resnet600`).
+timm's light NFNets are registered under timm's names with a `timm/` prefix
+(`timm/eca_nfnet_l0` ... `timm/eca_nfnet_l3`, `timm/nfnet_l0`).
 `train.py --variant`, `export.py --variant` and the predict command all
 resolve names here.
 """
@@ -11,6 +13,7 @@ resolve names here.
 import dataclasses
 
 from nfnet_keras.models import nf_regnet, nf_resnet, nfnet, variants
+from nfnet_keras.models import timm_nfnet
 
 __all__ = ["ModelSpec", "create_model", "get_spec", "model_names"]
 
@@ -41,6 +44,7 @@ class ModelSpec:
 
 # family: the function that builds a variant of it.
 _BUILDERS = {"nfnet": nfnet.NFNet, "nf_regnet": nf_regnet.NFRegNet, "nf_resnet": nf_resnet.NFResNet}
+_BUILDERS[timm_nfnet.FAMILY] = timm_nfnet.TimmNFNet
 
 
 def _nfnet_name(variant):
@@ -55,6 +59,10 @@ def _specs():
     for family in (nf_regnet, nf_resnet):
         for variant in family.VARIANTS:
             yield ModelSpec(family.default_name(variant), family.FAMILY, variant, family.get_config(variant), False)
+    # timm's light NFNets: weights come as a path to timm's model.safetensors (no download yet).
+    for variant in timm_nfnet.VARIANTS:
+        config = timm_nfnet.get_config(variant)
+        yield ModelSpec(timm_nfnet.registry_name(variant), timm_nfnet.FAMILY, variant, config, False)
 
 
 _SPECS = {spec.name: spec for spec in _specs()}

@@ -4,6 +4,12 @@ Both decoders give the same pixels for JPEG (TensorFlow's `INTEGER_ACCURATE`
 DCT is what Pillow's libjpeg uses) and PNG: greyscale and palette images
 become RGB, an alpha channel is dropped, EXIF orientation is not applied (as
 in DeepMind's colab and `keras.utils.load_img`).
+
+16-bit PNGs become 8 bits by keeping the high byte, ``v >> 8`` (=
+``floor(v / 256)``), for every channel: that is what libpng's
+``png_set_strip_16`` (hence `tf.io`) and Pillow's 16-bit RGB(A) reader do.
+Pillow's ``convert("RGB")`` of a 16-bit greyscale image (mode ``I;16``) clips
+at 255 instead, so :func:`load_image` converts that mode itself.
 """
 
 import io
@@ -22,13 +28,25 @@ def _describe_source(source):
     return repr(getattr(source, "name", source))
 
 
+def _is_16_bit_grey(image):
+    # Pillow >= 10 opens 16-bit grey PNGs as "I;16"; older versions as "I".
+    return image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")
+
+
+def _high_byte_grey(image):
+    """A 16-bit greyscale PIL image as uint8 RGB, keeping each value's high byte (as libpng and `tf.io` do)."""
+    grey = np.clip(np.asarray(image).astype(np.int64), 0, 65535) >> 8
+    return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=-1)
+
+
 def load_image(path_or_bytes):
     """Read an image file into a uint8 RGB array, as DeepMind's colab does.
 
     The image is decoded with PIL and converted with ``convert("RGB")``
     (greyscale, palette and CMYK images become RGB; an alpha channel is
-    dropped). EXIF orientation is not applied, as in the colab and in
-    ``keras.utils.load_img``.
+    dropped), except 16-bit greyscale, which keeps each value's high byte
+    like `decode_image` (see the module docstring). EXIF orientation is not
+    applied, as in the colab and in ``keras.utils.load_img``.
 
     Args:
         path_or_bytes: a file path (``str`` or ``os.PathLike``), the encoded
@@ -60,7 +78,7 @@ def load_image(path_or_bytes):
         )
     try:
         with Image.open(io.BytesIO(data)) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            array = _high_byte_grey(image) if _is_16_bit_grey(image) else np.asarray(image.convert("RGB"), np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(
             f"Cannot decode {_describe_source(source)} as an image: {err}"

@@ -37,10 +37,11 @@ import json
 import os
 
 import keras
+import numpy as np
 
 from nfnet_keras.checks import check_integer
 
-__all__ = ["Engine", "get_distribution", "is_chief", "process_index"]
+__all__ = ["Engine", "gather_across_hosts", "get_distribution", "is_chief", "process_count", "process_index"]
 
 _MULTIWORKER_TF_MESSAGE = (
     "Multi-host training on the TensorFlow backend would need "
@@ -70,6 +71,15 @@ def process_index():
     return 0
 
 
+def process_count():
+    """The number of processes of the run: JAX's process count, 1 on the other backends."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.process_count()
+    return 1
+
+
 def is_chief(index=None):
     """True on process 0, the one that writes checkpoints, logs and models.
 
@@ -77,6 +87,23 @@ def is_chief(index=None):
         index: a process index; default: this process' (`process_index()`).
     """
     return (process_index() if index is None else index) == 0
+
+
+def gather_across_hosts(value, num_hosts):
+    """This integer from every host, in process order (a collective: all hosts call it at the same point).
+
+    Args:
+        value: this host's integer.
+        num_hosts: processes in the run; with 1 there is no communication.
+
+    Returns:
+        A list of `num_hosts` ints.
+    """
+    if num_hosts == 1:
+        return [int(value)]
+    from jax.experimental import multihost_utils  # noqa: PLC0415  (multi-host runs are JAX runs)
+
+    return [int(v) for v in np.asarray(multihost_utils.process_allgather(np.int64(value))).reshape(-1)]
 
 
 class Engine:
@@ -120,6 +147,15 @@ class Engine:
     def is_chief(self):
         """True on process 0 (the one that should write checkpoints/logs)."""
         return is_chief(self.process_index)
+
+    @property
+    def devices_per_host(self):
+        """Local devices of each host in a JAX data-parallel run (None otherwise).
+
+        Keras splits every batch over all devices, so each host must feed
+        batches that divide evenly over its devices, and all hosts the same number.
+        """
+        return self.num_replicas // self.num_hosts if self.kind == "data_parallel" else None
 
     def scope(self):
         """Context manager for creating, compiling and fitting the model.

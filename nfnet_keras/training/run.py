@@ -19,6 +19,7 @@ stream at that step (every augmentation draw is keyed by the example's position)
 so it ends with the same weights as an uninterrupted run.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -31,7 +32,7 @@ from nfnet_keras.data import augment, sources
 from nfnet_keras.data import pipeline as input_pipeline
 from nfnet_keras.models import registry
 from nfnet_keras.preprocessing import MEAN_RGB, STDDEV_RGB
-from nfnet_keras.training import checkpoint, distribution, ema, plan as run_plan
+from nfnet_keras.training import checkpoint, distribution, ema, preemption, plan as run_plan
 from nfnet_keras.training.callbacks import Checkpoint, LogOptimizer, Throughput
 from nfnet_keras.training.losses import NFNetCrossEntropy
 from nfnet_keras.training.optimizers import NFNetSGD
@@ -49,6 +50,9 @@ from nfnet_keras.weights.run_directory import (
 
 __all__ = ["RunError", "run"]
 
+# Held out for evaluation when the dataset has no evaluation split and --validation_fraction is not given.
+DEFAULT_VALIDATION_FRACTION = 0.1
+
 _PRECISION_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -61,7 +65,10 @@ def run(settings):
     run_plan.check_settings(settings)
     spec = registry.get_spec(settings["variant"])
     engine = distribution.get_distribution(
-        backend=backend, tpu=settings["tpu"], devices=_configure_devices(backend, settings["cpu_devices"])
+        backend=backend,
+        tpu=settings["tpu"],
+        devices=_configure_devices(backend, settings["cpu_devices"]),
+        auto_shard_dataset=False,  # every host builds the dataset of its own part of the batch
     )
     engine.check_batch_size(settings["global_batch_size"])
     source = sources.load_source(
@@ -72,12 +79,31 @@ def run(settings):
     )
     if source.skipped:
         print(f"Skipped {len(source.skipped)} undecodable images (--skip_corrupt).")
+    fraction = settings["validation_fraction"]
+    if fraction is not None or not source.has_split("eval"):
+        fraction = DEFAULT_VALIDATION_FRACTION if fraction is None else fraction
+        source = sources.hold_out(source, fraction, settings["seed"])
+        print(f"Evaluating on {fraction:g} of the training images, held out (--validation_fraction).")
     num_train = source.num_examples("train")
     plan = run_plan.make_plan(settings, spec, num_train)
     if plan.warmup_shortened:
         print(f"Warmup shortened to {plan.warmup_epochs:g} epochs: it must end before the last step.")
     run_dir = RunDirectory(settings["model_dir"])
-    start_step = checkpoint.prepare_model_dir(run_dir, run_plan.run_config(settings, num_train))
+    config = run_plan.run_config(settings, num_train, source.class_names)
+    start_step = checkpoint.prepare_model_dir(run_dir, config)
+    starts = distribution.gather_across_hosts(start_step, engine.num_hosts)
+    if len(set(starts)) > 1:
+        raise RunError(
+            f"The hosts see different checkpoints in --model_dir {run_dir.path} (steps {starts} by process): "
+            "it must be one directory that every host reads, e.g. on shared storage."
+        )
+    finished = checkpoint.finished_results(run_dir)
+    if finished is not None:
+        print(
+            f"{run_dir.path} holds a finished run ({finished['steps']} steps, test accuracy "
+            f"{finished['test_accuracy']:.4f}); nothing to do. Use another --model_dir to train again."
+        )
+        return finished
 
     if settings["mixed_precision"] != "none":
         keras.config.set_dtype_policy(_PRECISION_POLICIES[settings["mixed_precision"]])
@@ -98,8 +124,14 @@ def run(settings):
         model.preprocessing,
         num_hosts=engine.num_hosts,
         host_index=engine.process_index,
+        devices_per_host=engine.devices_per_host,
         verify=False,
     )
+    evaluated = input_pipeline.evaluated_examples(
+        source.num_examples("eval"), engine.num_hosts, engine.devices_per_host or 1
+    )
+    if evaluated < source.num_examples("eval"):
+        print(f"Evaluating on {evaluated} of {source.num_examples('eval')} images: an equal share for each device.")
 
     print(
         f"{spec.name}: {model.count_params():,} parameters; {engine.num_replicas} replica(s) "
@@ -110,33 +142,41 @@ def run(settings):
     if engine.is_chief and start_step == 0:
         log_augmented_images(train_dataset(0), run_dir.tensorboard)
 
-    # ---- training: one fit call for the full chunks, one for a shorter last chunk ---
+    # ---- training: one fit call per run of equal chunks --------------------------------
+    if engine.is_chief:
+        checkpoint.record_run(run_dir, config)  # only now: a failed start leaves nothing that blocks a retry
     timer = Throughput(settings["global_batch_size"])
-    callbacks = _callbacks(settings, engine, plan, run_dir, eval_ds, timer)
-    for call in plan.fit_calls(start_step):
-        # The stream is a pure function of (seed, step): each call (and a resumed run) rebuilds it at its first step.
-        train_ds = train_dataset(call.first_step)
-        with engine.scope():
-            trainer.fit(
-                train_ds,
-                epochs=call.epochs,
-                initial_epoch=call.initial_epoch,
-                steps_per_epoch=call.steps_per_epoch,
-                validation_data=eval_ds,
-                callbacks=callbacks,
-                verbose=settings["verbose"],
+    with preemption.StopSignals() as signals, _lost_hosts_as_run_error(engine):
+        # First in the list: a stopped chunk is neither logged nor checkpointed twice.
+        stopper = preemption.StopOnSignal(signals, run_dir.checkpoint, engine.num_hosts, engine.is_chief)
+        callbacks = [stopper, *_callbacks(settings, engine, plan, run_dir, eval_ds, timer)]
+        for call in plan.fit_calls(start_step):
+            # The stream is a pure function of (seed, step): each call (and a resumed run) rebuilds it at its first step.
+            train_ds = train_dataset(call.first_step)
+            with engine.scope():
+                trainer.fit(
+                    train_ds,
+                    epochs=call.epochs,
+                    initial_epoch=call.initial_epoch,
+                    steps_per_epoch=call.steps_per_epoch,
+                    validation_data=eval_ds,
+                    callbacks=callbacks,
+                    verbose=settings["verbose"],
+                    shuffle=False,  # the stream is shuffled, and keyed by step, before it gets here
+                )
+            if trainer.stop_training:
+                break
+        if not all(np.isfinite(np.asarray(keras.ops.convert_to_numpy(v))).all() for v in model.trainable_variables):
+            raise RunError(
+                "The loss became NaN or inf and training stopped. The last good checkpoint is kept in "
+                f"{run_dir.checkpoint}; lower --learning_rate or check --clipping."
             )
-        if trainer.stop_training:
-            break
-    if not all(np.isfinite(np.asarray(keras.ops.convert_to_numpy(v))).all() for v in model.trainable_variables):
-        raise RunError(
-            "The loss became NaN or inf and training stopped. The last good checkpoint is kept in "
-            f"{run_dir.checkpoint}; lower --learning_rate or check --clipping."
-        )
 
-    # ---- final evaluation and artifacts ---------------------------------------------
-    with engine.scope():
-        raw, ema_metrics = _evaluate(trainer, eval_ds, with_ema=bool(settings["ema_decay"]))
+        # ---- final evaluation and artifacts -----------------------------------------
+        with engine.scope():
+            raw, ema_metrics = _evaluate(trainer, eval_ds, with_ema=bool(settings["ema_decay"]), callbacks=[stopper])
+        if stopper.stopping:  # the checkpoint at the last step is written: the rerun only evaluates
+            raise preemption.Stopped(signals.received or "a signal to another host", plan.total_steps, run_dir.checkpoint)
     results = {
         "variant": settings["variant"],
         "dataset": settings["dataset"],
@@ -151,8 +191,26 @@ def run(settings):
     }
     if engine.is_chief:
         _write_artifacts(run_dir, model, trainer, results, with_ema=ema_metrics is not None)
-    _print_summary(results, run_dir)
+    _print_summary(results, run_dir if engine.is_chief else None)
     return results
+
+
+@contextlib.contextmanager
+def _lost_hosts_as_run_error(engine):
+    """On several hosts, a collective that fails means another host is gone: one clear error instead."""
+    try:
+        yield
+    except (RunError, preemption.Stopped):
+        raise
+    except Exception as error:
+        if engine.num_hosts == 1:
+            raise
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RunError(
+            f"Training stopped on process {engine.process_index} of {engine.num_hosts} ({first_line}): another "
+            "host has probably stopped. Start every host again with the same command to resume from the last "
+            "checkpoint."
+        ) from error
 
 
 def _configure_devices(backend, cpu_devices):
@@ -241,13 +299,13 @@ def _callbacks(settings, engine, plan, run_dir, eval_ds, timer):
     return callbacks
 
 
-def _evaluate(trainer, eval_ds, with_ema):
+def _evaluate(trainer, eval_ds, with_ema, callbacks):
     """The metrics of the raw weights, and of the EMA weights (None without EMA)."""
-    raw = trainer.evaluate(eval_ds, verbose=0, return_dict=True)
+    raw = trainer.evaluate(eval_ds, verbose=0, return_dict=True, callbacks=callbacks)
     if not with_ema:
         return raw, None
     with ema.ema_weights(trainer):
-        return raw, trainer.evaluate(eval_ds, verbose=0, return_dict=True)
+        return raw, trainer.evaluate(eval_ds, verbose=0, return_dict=True, callbacks=callbacks)
 
 
 def _write_artifacts(run_dir, model, trainer, results, with_ema):
@@ -260,17 +318,21 @@ def _write_artifacts(run_dir, model, trainer, results, with_ema):
 
 
 def _print_summary(results, run_dir):
+    """Prints the accuracies, the speed and (with `run_dir`, on the chief) the files written."""
     summary = f"\nTest accuracy {results['test_accuracy']:.4f}"
     if results["ema_test_accuracy"] is not None:
         summary += f" (EMA weights: {results['ema_test_accuracy']:.4f})"
     print(summary)
+    speed = (
+        f"Throughput {results['train_images_per_second']:.1f} training images/s; wall time "
+        f"{results['wall_time_seconds']:.0f} s."
+    )
+    if run_dir is None:
+        print(speed)
+        return
     written = [MODEL_FILE, *([EMA_WEIGHTS_FILE] if results["ema_test_accuracy"] is not None else [])]
     written += [RESULTS_FILE, HISTORY_FILE]
-    print(
-        f"Throughput {results['train_images_per_second']:.1f} training images/s; wall time "
-        f"{results['wall_time_seconds']:.0f} s. Wrote {', '.join(written)} and {TENSORBOARD_DIR}/ "
-        f"to {run_dir.path}."
-    )
+    print(f"{speed} Wrote {', '.join(written)} and {TENSORBOARD_DIR}/ to {run_dir.path}.")
 
 
 def log_augmented_images(dataset, log_dir):

@@ -34,6 +34,7 @@ file's format from its magic bytes, and writes ``.npz`` caches atomically.
 Every failure raises :class:`CheckpointError`, whose message names the file.
 """
 
+import errno
 import json
 import math
 import os
@@ -681,11 +682,14 @@ def read_safetensors(path):
 # --------------------------------------------------------------------------
 
 
-def read_npz(path):
+def read_npz(path, keys=None):
     """Reads a NumPy ``.npz`` archive with ``allow_pickle=False``.
 
     Args:
       path: the file to read.
+      keys: the names of the arrays to read (the others are not read, so a large
+        archive's small arrays come back quickly); names the archive lacks are
+        left out of the result. None: every array.
 
     Returns:
       ``{array_name: np.ndarray}``.
@@ -707,7 +711,8 @@ def read_npz(path):
         raise CheckpointError(f"{name}: expected an .npz archive, found a {kind} file{hint}")
     try:
         with np.load(name, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+            wanted = archive.files if keys is None else [key for key in keys if key in archive.files]
+            return {key: archive[key] for key in wanted}
     except (zipfile.BadZipFile, ValueError, EOFError, KeyError) as exc:
         raise CheckpointError(
             f"{name}: .npz archive is truncated or corrupt ({type(exc).__name__}: {exc})"
@@ -718,10 +723,11 @@ def write_npz_atomic(path, arrays):
     """Writes ``arrays`` to ``path`` as an uncompressed ``.npz``, atomically.
 
     The data goes to a temporary file in the same directory, which is flushed
-    to disk and then renamed over ``path`` with ``os.replace``. A crash or
-    exception mid-write therefore never leaves a partial file under the final
-    name, and readers see either the old file or the complete new one. The
-    temporary file is removed on failure. Object arrays are refused here,
+    to disk and then renamed over ``path`` with ``os.replace``; the directory
+    is synced after the rename. A crash or exception mid-write (a full disk
+    included) therefore never leaves a partial file under the final name, and
+    readers see either the old file or the complete new one. The temporary
+    file is removed on any failure. Object arrays are refused here,
     before anything is written, so the file never holds a pickle.
 
     Args:
@@ -731,7 +737,8 @@ def write_npz_atomic(path, arrays):
 
     Raises:
       ValueError: a reserved or non-string name, or an object array.
-      OSError: the directory is not writable.
+      OSError: the directory is not writable, or a write failed (``ENOSPC``,
+        ``EIO``, ...); the previous file at ``path`` is left as it was.
     """
     name = os.fspath(path)
     for key, value in arrays.items():
@@ -760,3 +767,18 @@ def write_npz_atomic(path, arrays):
         except FileNotFoundError:
             pass
         raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory):
+    """Makes a rename in ``directory`` survive a power cut (POSIX: Windows cannot open a directory)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # file systems that cannot sync a directory
+            raise
+    finally:
+        os.close(fd)

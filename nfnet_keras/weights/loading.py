@@ -13,6 +13,7 @@ are Keras' layouts), only names; timm's PyTorch layout needs the transposes
 listed in `timm_to_keras`.
 """
 
+import hashlib
 import io
 import logging
 import os
@@ -46,6 +47,14 @@ _LISTED = 8
 
 class WeightsMismatchError(ValueError):
     """The weights do not fit the model; the message lists every problem by name."""
+
+
+class WeightsDownloadError(OSError):
+    """A checkpoint could not be downloaded, or the download has the wrong hash; the message is one line.
+
+    It names the file, the URL and the reason (or both hashes), and where to
+    put the file by hand.
+    """
 
 
 # ----------------------------------------------------------------------------
@@ -434,43 +443,82 @@ def imagenet_weights(variant, cache_dir=None):
     """`{keras_key: ndarray}` of DeepMind's ImageNet NFNet-`variant`.
 
     Downloads `{variant}_haiku.npz` from `BASE_WEIGHTS_URL` with
-    `keras.utils.get_file` (md5-checked), converts it, and caches the result as
+    `keras.utils.get_file` (md5-checked) into
+    `<cache_dir>/models/nfnet_keras/` (`cache_dir`: `$KERAS_HOME` or
+    `~/.keras`), converts it, and caches the result as
     `nfnet_{variant}_imagenet_<md5>.npz` next to it, so later loads skip the
-    pickle and the conversion.
-    """
-    import keras  # noqa: PLC0415
+    pickle and the conversion. A file put there by hand is used as if
+    downloaded.
 
+    Raises:
+        ValueError: for a variant without published weights.
+        WeightsDownloadError: when the file cannot be fetched (offline, say)
+            or does not have the expected md5.
+    """
     if variant not in WEIGHTS_MD5:
         raise ValueError(
             f"No ImageNet weights are published for NFNet-{variant}; available: {', '.join(WEIGHTS_MD5)}"
         )
     cache_dir = cache_dir or os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    subdir = os.path.join("models", "nfnet_keras")
-    # keras.utils.get_file silently falls back to a temp dir if the cache dir does not exist yet.
-    os.makedirs(os.path.join(cache_dir, subdir), exist_ok=True)
+    folder = os.path.join(os.path.expanduser(cache_dir), "models", "nfnet_keras")
+    # get_file receives `folder` as an absolute cache_subdir: it saves there, never in its temp-dir fallback.
+    os.makedirs(folder, exist_ok=True)
     md5 = WEIGHTS_MD5[variant]
-    converted = os.path.join(cache_dir, subdir, f"nfnet_{variant.lower()}_imagenet_{md5[:8]}.npz")
+    converted = os.path.join(folder, f"nfnet_{variant.lower()}_imagenet_{md5[:8]}.npz")
     if os.path.exists(converted):
         try:
             return formats.read_npz(converted)
         except formats.CheckpointError:
             logger.warning("Converted weights cache %s is corrupt; converting again.", converted)
-    file_name = f"{variant}_haiku.npz"
-    try:
-        path = keras.utils.get_file(
-            file_name,
-            BASE_WEIGHTS_URL + file_name,
-            file_hash=md5,
-            hash_algorithm="md5",
-            cache_dir=cache_dir,
-            cache_subdir=subdir,
-        )
-    except ValueError as error:
-        raise ValueError(
-            f"The downloaded {file_name} does not match the expected md5 {md5}. The file may be incomplete "
-            f"or corrupt (delete it from {os.path.join(cache_dir, subdir)} and retry); note that the "
-            f"expected md5 values are third-party records, not published by DeepMind. ({error})"
-        ) from error
-    arrays = read_weights_file(path)
+    arrays = read_weights_file(_download(f"{variant}_haiku.npz", md5, folder))
     formats.write_npz_atomic(converted, arrays)
     return arrays
+
+
+def _download(file_name, md5, folder):
+    """`folder/file_name`, fetched from `BASE_WEIGHTS_URL` unless it is there with the right md5.
+
+    Raises:
+        WeightsDownloadError: one line naming the file, the URL and the reason
+            (or the file and both hashes), and where to put the file by hand.
+    """
+    import keras  # noqa: PLC0415
+
+    url = BASE_WEIGHTS_URL + file_name
+    target = os.path.join(folder, file_name)  # where get_file keeps it (cache_subdir is absolute)
+    try:
+        return keras.utils.get_file(file_name, url, file_hash=md5, hash_algorithm="md5", cache_subdir=folder)
+    except Exception as error:  # get_file raises a bare Exception for every URL error
+        # get_file deletes a partial download; a complete one that stays failed the md5 check.
+        actual = _md5(target) if os.path.isfile(target) else None
+        if actual is not None and actual != md5:
+            raise WeightsDownloadError(
+                f"the downloaded {file_name} ({target}, from {url}) has md5 {actual}, expected {md5}: an "
+                "incomplete or corrupt download (the next try fetches it again), or a changed file; the expected "
+                "md5 values are third-party records, not published by DeepMind"
+            ) from error
+        raise WeightsDownloadError(
+            f"cannot download {file_name} from {url} ({_first_line_of_cause(error)}): put the file at {target} "
+            "by hand, or pass its path as the weights (--weights PATH)"
+        ) from error
+
+
+def _md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _first_line_of_cause(error):
+    """The first line of the innermost exception of `error`'s chain with a message (the reason)."""
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for cause in reversed(chain):
+        lines = str(cause).strip().splitlines()
+        if lines:
+            return lines[0]
+    return type(chain[0]).__name__

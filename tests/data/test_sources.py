@@ -321,3 +321,227 @@ def test_seeded_shuffle_ignores_the_global_tensorflow_seed():
     first = first_labels()
     tf.random.set_seed(2)
     assert first_labels() == first
+
+
+# Labels out of range ------------------------------------------------------------------------
+
+
+def _one_line_error(function, *args, **kwargs):
+    """The message of the DatasetError ``function(*args, **kwargs)`` raises, checked to be one line."""
+    with pytest.raises(DatasetError) as info:
+        function(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def _save_npz_split(path, labels, class_names=None):
+    jpeg, offsets = _npz_arrays([_encode(_image(i), "JPEG") for i in range(len(labels))])
+    extra = {} if class_names is None else {"class_names": np.array(class_names)}
+    np.savez(path, jpeg=jpeg, offsets=offsets, labels=np.array(labels, np.int64), **extra)
+    return path
+
+
+def test_npz_labels_outside_the_class_names_are_refused(tmp_path):
+    path = _save_npz_split(tmp_path / "toy_train.npz", [0, 1, 2, 3], class_names=["a", "b", "c"])
+    message = _one_line_error(sources.load_source, str(path))
+    assert r"labels in [0, 3] but 3 class names; labels must be in [0, 3)" in message
+
+
+def test_npz_negative_labels_are_refused(tmp_path):
+    path = _save_npz_split(tmp_path / "toy_train.npz", [0, 1, -1, 1])
+    message = _one_line_error(sources.load_source, str(path))
+    assert "labels in [-1, 1]" in message
+
+
+def test_encoded_source_labels_outside_the_class_names_are_refused():
+    encoded = [_encode(_image(i), "PNG") for i in range(3)]
+    message = _one_line_error(sources.from_encoded, encoded, [0, 1, 2], class_names=("a", "b"))
+    assert "labels in [0, 2] but 2 class names" in message
+
+
+def _build_toy_tfds(data_dir, name, label_feature, labels):
+    """Prepares a TFDS dataset ``name`` of 8x8 images in ``data_dir``: ``labels`` is ``{split: [label, ...]}``."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    split_datasets = {
+        split: tf.data.Dataset.from_tensor_slices(
+            {"image": np.stack([_image(i, 8, 8) for i in range(len(values))]), "label": np.array(values, np.int64)}
+        )
+        for split, values in labels.items()
+    }
+    tfds.dataset_builders.TfDataBuilder(
+        name=name,
+        config="default",
+        version="1.0.0",
+        data_dir=str(data_dir),
+        split_datasets=split_datasets,
+        features=tfds.features.FeaturesDict(
+            {"image": tfds.features.Image(shape=(8, 8, 3)), "label": label_feature}
+        ),
+    ).download_and_prepare()
+
+
+def test_tfds_label_feature_that_is_not_a_class_label_is_refused(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    feature = tfds.features.Scalar(dtype=np.int64)
+    _build_toy_tfds(tmp_path, "nfnet_toy_int_labels", feature, {"train": [0, 1, 7]})
+    message = _one_line_error(sources.load_source, "tfds:nfnet_toy_int_labels", data_dir=str(tmp_path))
+    assert "feature 'label' is a Scalar, not a ClassLabel" in message
+
+
+def test_tfds_split_of_unlabelled_examples_is_refused_when_read(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    feature = tfds.features.ClassLabel(names=["x", "y"])
+    _build_toy_tfds(tmp_path, "nfnet_toy_unlabelled", feature, {"train": [0, 1, 1], "test": [-1, -1]})
+    source = sources.load_source("tfds:nfnet_toy_unlabelled", data_dir=str(tmp_path))
+    assert sorted(int(label) for _, label in source.make_dataset("train")) == [0, 1, 1]
+    message = _one_line_error(source.make_dataset, "eval")
+    assert "split 'test' has labels outside [0, 2) (TFDS marks unlabelled examples with -1)" in message
+
+
+# Holding out an evaluation split ------------------------------------------------------------
+
+
+def _class_counts_source(counts):
+    """An array source whose class ``k`` has ``counts[k]`` distinct 4x4 images."""
+    labels = np.repeat(np.arange(len(counts)), counts)
+    images = np.stack([_image(i, 4, 4) for i in range(len(labels))])
+    return sources.from_arrays(images, labels, class_names=[f"c{k}" for k in range(len(counts))])
+
+
+def _held_out_names(source, fraction=0.25, seed=0):
+    return list(sources.hold_out(source, fraction, seed).example_names("eval"))
+
+
+def test_flat_folder_has_no_eval_split_and_the_error_says_how_to_hold_one_out(tmp_path):
+    _make_folder(tmp_path)
+    source = sources.load_source(str(tmp_path))
+    assert not source.has_split("eval") and source.has_split("train")
+    message = _one_line_error(source.num_examples, "eval")
+    assert "has no evaluation split" in message and "pass --validation_fraction F" in message
+
+
+def test_hold_out_takes_the_rounded_fraction_of_each_class():
+    source = _class_counts_source([10, 6, 2, 1])
+    split = sources.hold_out(source, 0.25, seed=0)
+    # 2.5 and 1.5 round half up; 0.5 rounds to the minimum of 1; a lone example stays in train.
+    np.testing.assert_array_equal(np.bincount(split.labels("eval"), minlength=4), [3, 2, 1, 0])
+    np.testing.assert_array_equal(np.bincount(split.labels("train"), minlength=4), [7, 4, 1, 1])
+
+
+def test_hold_out_leaves_every_class_a_training_example():
+    split = sources.hold_out(_class_counts_source([3, 2]), 0.9, seed=0)
+    np.testing.assert_array_equal(np.bincount(split.labels("train")), [1, 1])
+
+
+def test_hold_out_puts_the_part_where_eval_finds_it():
+    split = sources.hold_out(_class_counts_source([4, 4]), 0.25, seed=0)
+    assert split.split_names == ("train", "validation") and split.resolve_split("eval") == "validation"
+    assert split.has_split("eval") and split.num_examples("eval") == 2
+
+
+def test_hold_out_with_the_same_seed_gives_the_same_split(tmp_path):
+    _make_folder(tmp_path, classes=("a", "b", "c"), per_class=8)
+    first = sources.load_source(str(tmp_path))
+    again = sources.load_source(str(tmp_path))
+    assert _held_out_names(first, seed=3) == _held_out_names(again, seed=3)
+
+
+def test_hold_out_with_another_seed_gives_another_split(tmp_path):
+    _make_folder(tmp_path, classes=("a", "b", "c"), per_class=8)
+    source = sources.load_source(str(tmp_path))
+    assert _held_out_names(source, seed=3) != _held_out_names(source, seed=4)
+
+
+def test_hold_out_of_named_examples_does_not_depend_on_the_stored_order(tmp_path):
+    labels = np.array([0, 1] * 8)
+    encoded = [_encode(_image(i), "PNG") for i in range(len(labels))]
+    files = np.array([f"img{i:02d}.png" for i in range(len(labels))])
+    held = []
+    for index in (np.arange(len(labels)), np.random.default_rng(0).permutation(len(labels))):
+        jpeg, offsets = _npz_arrays([encoded[i] for i in index])
+        np.savez(tmp_path / "toy_train.npz", jpeg=jpeg, offsets=offsets, labels=labels[index], files=files[index])
+        held.append(set(_held_out_names(sources.load_source(str(tmp_path / "toy_train.npz")))))
+    assert held[0] == held[1]
+
+
+def test_hold_out_of_nameless_examples_does_not_depend_on_the_stored_order():
+    labels = np.array([0, 1] * 8)
+    pixels = np.stack([_image(i, 4, 4) for i in range(len(labels))])
+    held = []
+    for index in (np.arange(len(labels)), np.random.default_rng(0).permutation(len(labels))):
+        split = sources.hold_out(sources.from_arrays(pixels[index], labels[index]), 0.25, seed=0)
+        held.append({image.tobytes() for image in split.examples("eval")})
+    assert held[0] == held[1]
+
+
+def test_hold_out_splits_are_disjoint_cover_train_and_keep_each_files_label(tmp_path):
+    _make_folder(tmp_path, classes=("a", "b", "c"), per_class=7)
+    source = sources.load_source(str(tmp_path))
+    split = sources.hold_out(source, 0.3, seed=1)
+    original = dict(zip(source.example_names("train"), source.labels("train")))
+    train = dict(zip(split.example_names("train"), split.labels("train")))
+    held = dict(zip(split.example_names("eval"), split.labels("eval")))
+    assert not set(train) & set(held)
+    assert {**train, **held} == original
+    for part in (train, held):  # each split keeps the source's order
+        assert list(part) == [name for name in source.example_names("train") if name in part]
+
+
+def test_hold_out_works_for_npz_folder_and_array_sources(tmp_path):
+    _make_folder(tmp_path / "folder", per_class=4)
+    encoded = [_encode(_image(i), "JPEG") for i in range(8)]
+    jpeg, offsets = _npz_arrays(encoded)
+    np.savez(tmp_path / "toy_train.npz", jpeg=jpeg, offsets=offsets, labels=np.array([0, 1] * 4))
+    kinds = {
+        "files": sources.load_source(str(tmp_path / "folder")),
+        "bytes": sources.load_source(str(tmp_path / "toy_train.npz")),
+        "pixels": _class_counts_source([4, 4]),
+    }
+    for kind, source in kinds.items():
+        assert source.kind == kind
+        split = sources.hold_out(source, 0.25, seed=0)
+        decoded = _decode_all(split, "eval")
+        assert sorted(label for _, label in decoded) == [0, 1] and split.num_examples("train") == 6
+
+
+def test_hold_out_keeps_class_names_skipped_files_and_other_splits(tmp_path):
+    _make_folder(tmp_path, per_class=4)
+    _write(tmp_path / "dog" / "broken.jpg", b"not an image")
+    source = sources.load_source(str(tmp_path), skip_corrupt=True)
+    split = sources.hold_out(source, 0.25, seed=0)
+    assert split.class_names == source.class_names and split.skipped == source.skipped and len(split.skipped) == 1
+    images = {"train": np.stack([_image(i, 4, 4) for i in range(6)]), "test": np.stack([_image(9, 4, 4)] * 2)}
+    arrays = sources.from_arrays(images, {"train": [0, 1] * 3, "test": [1, 0]})
+    kept = sources.hold_out(arrays, 0.25, seed=0)
+    assert kept.split_names == ("train", "validation", "test")
+    np.testing.assert_array_equal(kept.labels("test"), [1, 0])
+
+
+@pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5, float("nan"), True, "0.1", None])
+def test_hold_out_refuses_a_fraction_outside_0_1(fraction):
+    message = _one_line_error(sources.hold_out, _class_counts_source([4, 4]), fraction, 0)
+    assert "must be a number in (0, 1)" in message
+
+
+def test_hold_out_refuses_a_source_that_already_has_a_validation_split():
+    images = np.stack([_image(i, 4, 4) for i in range(4)])
+    labels = [0, 1, 0, 1]
+    source = sources.from_arrays({"train": images, "validation": images}, {"train": labels, "validation": labels})
+    assert "already has a 'validation' split" in _one_line_error(sources.hold_out, source, 0.5, 0)
+
+
+def test_hold_out_refuses_a_source_whose_classes_have_one_example_each():
+    message = _one_line_error(sources.hold_out, _class_counts_source([1, 1]), 0.5, 0)
+    assert "no class has 2 or more training examples" in message
+
+
+def test_hold_out_refuses_a_tfds_source(toy_tfds):
+    data_dir, _ = toy_tfds
+    source = sources.load_source("tfds:nfnet_toy_images", data_dir=data_dir)
+    assert "use the dataset's own split" in _one_line_error(sources.hold_out, source, 0.1, 0)
+
+
+def test_hold_out_refuses_a_negative_seed():
+    message = _one_line_error(sources.hold_out, _class_counts_source([4, 4]), 0.5, -1)
+    assert "seed must be a non-negative integer, got -1" in message

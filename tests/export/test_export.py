@@ -455,3 +455,10 @@ def test_cli_reports_bad_input_with_a_message_and_exit_code_1(run_dir, tmp_path)
     assert "error: unknown TFLite format(s) ['int4']" in result.stderr
     assert "exporting with the TensorFlow backend" in result.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_export_dir_under_a_file_is_refused_before_the_model_is_loaded(tmp_path):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    settings = {"model": str(tmp_path / "missing.keras"), "export_dir": str(tmp_path / "notes.txt" / "exports")}
+    with pytest.raises(ExportError, match=f"--export_dir .*: {tmp_path / 'notes.txt'} is a file, not a folder"):
+        export_lib.run(settings)

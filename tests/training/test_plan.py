@@ -1,9 +1,21 @@
 """RunPlan: a run's sizes, exact step count, checkpoint chunks and fit calls, from train.py's settings."""
 
+import ast
+import os
+
 import pytest
 
 from nfnet_keras.models import get_spec
-from nfnet_keras.training.plan import RUN_KEYS, FitCall, RunError, check_settings, make_plan, run_config
+from nfnet_keras.training.plan import (
+    OTHER_KEYS,
+    TRAINING_KEYS,
+    FitCall,
+    RunError,
+    check_settings,
+    config_differences,
+    make_plan,
+    run_config,
+)
 
 # train.py's defaults for the keys the plan reads.
 DEFAULTS = {
@@ -44,6 +56,18 @@ def test_a_resumed_run_continues_at_its_checkpoint():
     assert plan.fit_calls(2) == [FitCall(1, 2, 2, 2), FitCall(2, 3, 1, 4)]
     assert plan.fit_calls(4) == [FitCall(2, 3, 1, 4)]
     assert plan.fit_calls(5) == []
+
+
+def test_a_run_stopped_mid_chunk_first_finishes_that_chunk():
+    plan = _plan(steps=9, checkpoint_every=4)
+    assert plan.fit_calls(3) == [FitCall(0, 1, 1, 3), FitCall(1, 2, 4, 4), FitCall(2, 3, 1, 8)]
+    assert plan.fit_calls(6) == [FitCall(1, 2, 2, 6), FitCall(2, 3, 1, 8)]
+    assert plan.fit_calls(8) == [FitCall(2, 3, 1, 8)]
+
+
+def test_a_stop_inside_the_short_last_chunk_resumes_to_the_last_step():
+    plan = _plan(steps=10, checkpoint_every=4)
+    assert plan.fit_calls(9) == [FitCall(2, 3, 1, 9)]
 
 
 def test_epochs_train_whole_epochs_exactly():
@@ -94,7 +118,51 @@ def test_integer_settings_out_of_range_are_refused_by_flag_name(name, value, mes
         check_settings(dict(DEFAULTS, **{name: value}))
 
 
-def test_run_config_holds_the_run_keys_and_the_dataset_size():
-    settings = {key: f"value of {key}" for key in RUN_KEYS}
-    config = run_config(dict(settings, model_dir="elsewhere"), 1234)
-    assert config == dict(settings, dataset_examples=1234)
+def test_run_config_holds_the_training_flags_and_the_data_identity_not_the_other_flags():
+    settings = {key: f"value of {key}" for key in TRAINING_KEYS + OTHER_KEYS}
+    config = run_config(settings, 1234, ("cat", "dog"))
+    expected = {key: f"value of {key}" for key in TRAINING_KEYS}
+    assert config == dict(expected, dataset_examples=1234, class_names=["cat", "dog"])
+
+
+def train_py_flags():
+    """The flag names that train.py defines (read from its source: importing it would define them here)."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "train.py")) as handle:
+        tree = ast.parse(handle.read())
+    return {
+        node.args[1].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "_define"
+    }
+
+
+def test_every_train_py_flag_either_changes_the_training_or_may_differ_on_resume():
+    flags = train_py_flags()
+    assert "variant" in flags and "verbose" in flags
+    assert flags - set(TRAINING_KEYS) - set(OTHER_KEYS) == set()
+
+
+def test_no_flag_both_changes_the_training_and_may_differ_on_resume():
+    assert set(TRAINING_KEYS) & set(OTHER_KEYS) == set()
+
+
+def test_configs_differ_only_in_the_keys_both_hold():
+    stored = {"variant": "nano", "dataset": "folder:/a", "checkpoint_every": 5}
+    assert config_differences(stored, {"variant": "nano", "class_names": ["cat"]}) == []
+    assert config_differences(stored, {"variant": "micro"}) == ["--variant 'nano' there, 'micro' now"]
+
+
+def test_a_validation_split_that_an_older_stored_config_does_not_record_differs_unless_unset():
+    """Runs of the version before --validation_fraction evaluated on the dataset's own split (None now)."""
+    assert config_differences({}, {"validation_fraction": None}) == []
+    assert config_differences({}, {"validation_fraction": 0.1}) == [
+        "--validation_fraction None there (not recorded), 0.1 now"
+    ]
+
+
+def test_differing_class_names_are_shown_by_their_first_difference_not_all_of_them():
+    before = [f"class {i}" for i in range(1000)]
+    now = [*before[:500], "other", *before[501:]]
+    assert config_differences({"class_names": before}, {"class_names": now}) == [
+        "class names: 1000 there, 1000 now, first different at 500: 'class 500' there, 'other' now"
+    ]

@@ -1,8 +1,10 @@
-"""`train.py` end to end on tiny settings: exact step count, saved model and results, resume after SIGKILL,
-clear errors, NaN handling, data parallelism."""
+"""`train.py` end to end on tiny settings: exact step count, saved model and results, a polite stop on
+SIGTERM/SIGINT and the resume after it (also on another number of devices), resume after SIGKILL,
+the run directory's identity, clear errors, NaN handling, data parallelism."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 
 from nfnet_keras.data import pipeline, sources
+from nfnet_keras.training.preemption import STOPPED_EXIT_CODE
 from nfnet_keras.weights.run_directory import (
     CHECKPOINT_FILE,
     EMA_WEIGHTS_FILE,
@@ -119,40 +122,127 @@ def test_reported_accuracies_are_those_of_the_saved_raw_and_ema_weights(finished
     assert averaged == pytest.approx(results["ema_test_accuracy"], abs=1.5 / count)
 
 
-def test_sigkill_mid_run_then_same_command_resumes_to_the_same_weights(finished, tmp_path):
-    uninterrupted, _ = finished
-    run = RunDirectory(tmp_path / "killed")
-    command = [sys.executable, os.path.join(ROOT, "train.py"), f"--model_dir={run.path}", *TINY]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _assert_same_state(actual, expected):
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
+
+
+def _interrupt_after_first_checkpoint(run, signal_number, *extra):
+    """Starts the TINY run and sends it `signal_number` once its first checkpoint is written.
+
+    Returns:
+        (the process' return code, its stderr, seconds from the signal to its exit).
+    """
+    command = [sys.executable, os.path.join(ROOT, "train.py"), f"--model_dir={run.path}", *TINY, *extra]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     try:
         while not os.path.exists(run.checkpoint) and process.poll() is None and time.time() < deadline:
             time.sleep(0.05)
-        assert process.poll() is None, "the run ended before it could be killed"
+        assert process.poll() is None, "the run ended before it could be interrupted"
         assert os.path.exists(run.checkpoint), "no checkpoint within 300 s"
-        process.send_signal(signal.SIGKILL)  # mid-run: after the first checkpoint, before the last
+        process.send_signal(signal_number)  # mid-run: after the first checkpoint, before the last
+        sent = time.time()
+        _, stderr = process.communicate(timeout=120)
+        return process.returncode, stderr, time.time() - sent
     finally:
         process.kill()
         process.wait()
+
+
+def test_sigterm_ends_the_run_after_its_step_with_exit_code_75_and_the_same_command_resumes_bit_identical(
+    finished, tmp_path
+):
+    uninterrupted, _ = finished
+    run = RunDirectory(tmp_path / "stopped")
+    code, stderr, seconds = _interrupt_after_first_checkpoint(run, signal.SIGTERM)
+    assert code == STOPPED_EXIT_CODE, stderr[-3000:]
+    assert seconds < 30
+    stopped_at = int(np.load(run.checkpoint)["step"])
+    assert f"Stopped by SIGTERM at step {stopped_at}" in stderr and "Traceback" not in stderr
+    assert 2 <= stopped_at <= STEPS
+
+    resumed = _train(run.path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    if stopped_at < STEPS:
+        assert f"Resumed from step {stopped_at} of {STEPS}" in resumed.stdout
+    _assert_same_state(_state(run), _state(uninterrupted))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_same_command_resumes_to_the_same_weights(finished, tmp_path):
+    uninterrupted, _ = finished
+    run = RunDirectory(tmp_path / "killed")
+    code, _, _ = _interrupt_after_first_checkpoint(run, signal.SIGKILL)
+    assert code == -signal.SIGKILL
     assert int(np.load(run.checkpoint)["step"]) < STEPS
 
     resumed = _train(run.path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resumed from step" in resumed.stdout
-    expected, actual = _state(uninterrupted), _state(run)
-    assert expected.keys() == actual.keys()
-    for key in expected:
-        np.testing.assert_allclose(actual[key], expected[key], rtol=1e-6, atol=1e-7, err_msg=key)
+    _assert_same_state(_state(run), _state(uninterrupted))
 
 
-def test_model_dir_holding_a_different_run_is_refused(tmp_path):
-    run = RunDirectory(tmp_path / "run")
-    os.makedirs(run.path)
-    with open(run.run_config, "w") as handle:
-        json.dump({"variant": "micro"}, handle)
-    result = _train(run.path)
+@pytest.mark.parametrize(
+    "devices_before, devices_after",
+    [(2, 1), pytest.param(1, 2, marks=pytest.mark.slow)],
+)
+def test_a_checkpoint_written_on_some_devices_resumes_on_another_number_at_the_same_global_batch(
+    finished, tmp_path, devices_before, devices_after
+):
+    uninterrupted, _ = finished
+    run = RunDirectory(tmp_path / "elastic")
+    code, stderr, _ = _interrupt_after_first_checkpoint(run, signal.SIGINT, f"--cpu_devices={devices_before}")
+    assert code == STOPPED_EXIT_CODE, stderr[-3000:]
+    assert "Stopped by SIGINT" in stderr
+
+    resumed = _train(run.path, f"--cpu_devices={devices_after}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _results(run)["replicas"] == devices_after
+    # Another device count sums the gradients in another order: close, not bit-identical.
+    assert _results(run)["test_loss"] == pytest.approx(_results(uninterrupted)["test_loss"], rel=1e-3)
+
+
+def test_model_dir_holding_a_run_with_other_training_flags_is_refused_naming_them(finished, tmp_path):
+    run = RunDirectory(tmp_path / "copy")
+    shutil.copytree(finished[0].path, run.path)
+    result = _train(run.path, "--seed=4", timeout=300)
     assert result.returncode == 1
-    assert "holds a different run" in result.stderr and "variant" in result.stderr
+    assert "holds a different run" in result.stderr and "seed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _files(directory):
+    """{path: (modification time, bytes)} of every file under `directory`."""
+    paths = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
+    return {path: (os.path.getmtime(path), open(path, "rb").read()) for path in paths}
+
+
+def test_a_finished_run_run_again_says_so_and_changes_nothing_even_with_other_non_training_flags(finished, tmp_path):
+    run = RunDirectory(tmp_path / "copy")
+    shutil.copytree(finished[0].path, run.path)
+    before = _files(run.path)
+    result = _train(run.path, "--checkpoint_every=1", "--eval_batch_size=100", "--verbose=2", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "holds a finished run" in result.stdout
+    assert _files(run.path) == before
+
+
+def test_a_failed_start_leaves_nothing_that_blocks_the_corrected_command(tmp_path):
+    run = RunDirectory(tmp_path / "run")
+    result = _train(run.path, "--weights=/etc/passwd", timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert not os.path.exists(run.run_config) and not os.path.exists(run.checkpoint)
+
+
+def test_model_dir_that_is_a_file_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("not a directory")
+    result = _train(path, timeout=300)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(path) in lines[0]
 
 
 @pytest.mark.parametrize(

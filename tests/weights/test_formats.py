@@ -1,9 +1,11 @@
 """Tests for nfnet_keras.weights.formats: safe checkpoint readers and writers."""
 
 import ast
+import errno
 import json
 import os
 import pickle
+import stat
 import sys
 import zipfile
 
@@ -568,3 +570,46 @@ def test_module_imports_only_numpy_and_the_standard_library():
             roots.add(node.module.split(".")[0])
     assert "pickle" in roots
     assert roots - set(sys.stdlib_module_names) == {"numpy"}
+
+
+# --------------------------------------------------------------------------
+# read_npz of some arrays; write_npz_atomic on a failing disk
+# --------------------------------------------------------------------------
+
+
+def test_read_npz_with_keys_reads_only_those_it_holds(tmp_path):
+    path = tmp_path / "w.npz"
+    np.savez(path, a=np.arange(3), b=np.ones(2))
+    loaded = read_npz(path, keys=("a", "absent"))
+    assert list(loaded) == ["a"]
+    np.testing.assert_array_equal(loaded["a"], np.arange(3))
+
+
+def test_write_npz_atomic_on_a_full_disk_raises_the_os_error_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "cache.npz"
+    write_npz_atomic(target, {"w": np.zeros(2)})
+    before = target.read_bytes()
+
+    def full_disk_fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk_fsync)
+    with pytest.raises(OSError) as info:
+        write_npz_atomic(target, {"w": np.ones(2)})
+    assert info.value.errno == errno.ENOSPC
+    assert os.listdir(tmp_path) == ["cache.npz"]
+    assert target.read_bytes() == before
+
+
+@pytest.mark.skipif(os.name != "posix", reason="only POSIX can sync a directory")
+def test_write_npz_atomic_syncs_the_file_and_then_the_directory_of_the_rename(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        synced.append("directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    write_npz_atomic(tmp_path / "cache.npz", {"w": np.ones(2)})
+    assert synced == ["file", "directory"]

@@ -24,7 +24,7 @@ import nfnet_keras
 from nfnet_keras.weights import formats
 from nfnet_keras.weights import loading
 from nfnet_keras.weights.formats import CheckpointError
-from nfnet_keras.weights.loading import WeightsMismatchError
+from nfnet_keras.weights.loading import WeightsDownloadError, WeightsMismatchError
 
 TOLERANCE = 1e-4  # max |ours - DeepMind| / max |DeepMind|, float32 on CPU
 
@@ -159,14 +159,61 @@ def test_second_imagenet_load_skips_download_and_conversion(local_origin, monkey
     assert relative_error(model(ref["x"], training=False), ref["pool"]) <= TOLERANCE
 
 
-def test_imagenet_md5_mismatch_fails_naming_the_file(tmp_path, monkeypatch):
+def test_imagenet_md5_mismatch_is_one_line_naming_the_file_and_both_hashes(tmp_path, monkeypatch):
     origin = tmp_path / "origin"
     origin.mkdir()
-    (origin / "F1_haiku.npz").write_bytes(b"\x80\x04not the real checkpoint")
+    contents = b"\x80\x04not the real checkpoint"
+    (origin / "F1_haiku.npz").write_bytes(contents)
     monkeypatch.setattr(loading, "BASE_WEIGHTS_URL", origin.as_uri() + "/")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    with pytest.raises(ValueError, match=r"F1_haiku\.npz.*md5.*third-party"):
+    with pytest.raises(WeightsDownloadError) as raised:
         loading.imagenet_weights("F1")
+    message = str(raised.value)
+    cached = tmp_path / "keras_home" / "models" / "nfnet_keras" / "F1_haiku.npz"
+    assert f"the downloaded F1_haiku.npz ({cached}, from {origin.as_uri()}/F1_haiku.npz)" in message
+    assert f"has md5 {hashlib.md5(contents).hexdigest()}, expected {loading.WEIGHTS_MD5['F1']}" in message
+    assert "third-party" in message and "\n" not in message
+
+
+def _unreachable_origin(tmp_path, monkeypatch, url):
+    """`BASE_WEIGHTS_URL` = `url`, an empty Keras cache; returns where the checkpoint F1 would be cached."""
+    monkeypatch.setattr(loading, "BASE_WEIGHTS_URL", url)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("no_proxy", "*")  # 127.0.0.1 directly, whatever proxy the environment names
+    return tmp_path / "keras_home" / "models" / "nfnet_keras" / "F1_haiku.npz"
+
+
+def test_missing_file_at_the_origin_is_one_error_naming_url_reason_and_cache_path(tmp_path, monkeypatch):
+    origin = (tmp_path / "origin").as_uri() + "/"
+    cached = _unreachable_origin(tmp_path, monkeypatch, origin)
+    with pytest.raises(WeightsDownloadError) as raised:
+        loading.imagenet_weights("F1")
+    assert isinstance(raised.value, OSError)
+    assert str(raised.value) == (
+        f"cannot download F1_haiku.npz from {origin}F1_haiku.npz ([Errno 2] No such file or directory: "
+        f"'{tmp_path / 'origin' / 'F1_haiku.npz'}'): put the file at {cached} by hand, or pass its path as the "
+        "weights (--weights PATH)"
+    )
+
+
+def test_refused_connection_is_one_error_naming_url_and_reason(tmp_path, monkeypatch):
+    _unreachable_origin(tmp_path, monkeypatch, "http://127.0.0.1:9/dm-nfnets/")  # port 9: refused at once
+    with pytest.raises(
+        WeightsDownloadError,
+        match=r"^cannot download F1_haiku\.npz from http://127\.0\.0\.1:9/dm-nfnets/F1_haiku\.npz "
+        r"\(\[Errno 111\] Connection refused\): put the file at ",
+    ):
+        loading.imagenet_weights("F1")
+
+
+def test_checkpoint_put_by_hand_at_the_named_cache_path_is_used_offline(tmp_path, monkeypatch):
+    cached = _unreachable_origin(tmp_path, monkeypatch, "http://127.0.0.1:9/dm-nfnets/")
+    with pytest.raises(WeightsDownloadError, match=f"put the file at {cached} by hand"):
+        loading.imagenet_weights("F1")
+    arrays = {"predictions/bias": np.arange(3, dtype=np.float32)}
+    formats.write_npz_atomic(str(cached), arrays)
+    monkeypatch.setitem(loading.WEIGHTS_MD5, "F1", hashlib.md5(cached.read_bytes()).hexdigest())
+    np.testing.assert_array_equal(loading.imagenet_weights("F1")["predictions/bias"], arrays["predictions/bias"])
 
 
 def test_imagenet_weights_for_unpublished_variant_raise():

@@ -1,0 +1,271 @@
+"""timm's light NFNets (`eca_nfnet_l0` ... `l3`, `nfnet_l0`) as `NFModel`s, exact to timm in evaluation mode.
+
+Ross Wightman's NFNet variants in timm (`timm/models/nfnet.py`, `NormFreeNet`
+with `_nfnet_cfg`) keep NFNet-F0's stem and stages but are "light": a
+bottleneck of 1/4 in groups of 64, SiLU, a final conv of 1.5x (l0) or 2x the
+last width, and ECA (or, for `nfnet_l0`, a rounded SE) after conv3. They also
+compute differently from DeepMind's NFNets (`nfnet.py`):
+
+- `ScaledStdConv2D`: eps inside the square root, the activation's gamma
+  folded into every conv (the stem's first conv included), symmetric padding;
+- plain activations, also the final one before pooling;
+- no skip gain: the last conv of each block starts with gain 0;
+- `make_divisible` channel rounding.
+
+Layers are named after timm's modules: `stem_conv1` ... `stem_conv4`,
+`stages_{s}_{b}` for `stages.s.b` (0-based), `final_conv`, `predictions` for
+`head.fc`; the output of stage k (1-based) is also the layer `stage{k}`.
+`nfnet_keras.weights.timm` loads timm's state dicts (`model.safetensors`)
+by these names.
+"""
+
+import copy
+
+import keras
+
+from nfnet_keras.models import applications
+from nfnet_keras.models.layers.activations import GAMMAS, ScaledActivation
+from nfnet_keras.models.layers.std_conv_timm import ScaledStdConv2D
+from nfnet_keras.models.layers.timm_block import NormFreeBlock, make_divisible
+from nfnet_keras.weights import timm as timm_weights
+
+FAMILY = "timm_nfnet"
+#: Registry names are `timm/<timm's model name>`.
+REGISTRY_PREFIX = "timm/"
+
+#: What every variant shares (`_nfnet_cfg` with the light models' arguments and `NfCfg` defaults).
+SHARED_CONFIG = {
+    "channels": (256, 512, 1536, 1536),
+    "stem_chs": 128,
+    "group_size": 64,
+    "bottle_ratio": 0.25,
+    "ch_div": 8,
+    "width_factor": 1.0,
+    "alpha": 0.2,
+    "attn_gain": 2.0,
+    "se_ratio": 0.25,
+    "se_divisor": 8,
+    "std_conv_eps": 1e-5,
+    "activation": "silu",
+    "drop_rate": 0.0,
+    # timm's test_crop_pct 1.0: the crop is the whole resized image. timm resizes the shorter
+    # side (aspect kept); the package's one eval transform squash-resizes (same for square images).
+    "eval_padding": 0,
+    # timm trained these with its own RandAugment, not DeepMind's that data/augment.py implements.
+    "randaugment": None,
+}
+
+# name: depths, final conv multiplier, attention, timm's input_size and test_input_size.
+_TABLE = {
+    "eca_nfnet_l0": ((1, 2, 6, 3), 1.5, "eca", 224, 288),
+    "eca_nfnet_l1": ((2, 4, 12, 6), 2.0, "eca", 256, 320),
+    "eca_nfnet_l2": ((3, 6, 18, 9), 2.0, "eca", 320, 384),
+    "eca_nfnet_l3": ((4, 8, 24, 12), 2.0, "eca", 352, 448),
+    "nfnet_l0": ((1, 2, 6, 3), 1.5, "se", 224, 288),
+}
+VARIANTS = {
+    variant: dict(
+        SHARED_CONFIG, depths=depths, feat_mult=feat_mult, attention=attention, train_imsize=train, test_imsize=test
+    )
+    for variant, (depths, feat_mult, attention, train, test) in _TABLE.items()
+}
+#: Keys a caller may override when building a model.
+CONFIG_KEYS = tuple(VARIANTS["eca_nfnet_l0"])
+
+__all__ = ["TimmNFNet", "ECANFNetL0", "ECANFNetL1", "ECANFNetL2", "ECANFNetL3", "NFNetL0"]
+
+_APPLICATION_DOC = """Instantiates timm's `{variant}`.
+
+    Numerically the same function as `timm.create_model("{variant}")` in
+    evaluation mode. Inputs are RGB images normalised with
+    `nfnet_keras.preprocess_input` (ImageNet mean/std on 0-255 values), NHWC.
+    The default size is timm's test size ({test_imsize} px).
+
+    Args:
+        include_top, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name: as in `keras.applications`.
+        weights: `None` (random init) or the path of a weights file: timm's
+            `model.safetensors` for this model, or a Keras `.weights.h5`.
+        **kwargs: passed to `nfnet_keras.models.timm_nfnet.TimmNFNet`.
+
+    Returns:
+        An `NFModel`.
+    """
+
+
+def get_config(variant, **overrides):
+    """The configuration of a timm variant (`"eca_nfnet_l0"`, ...), with `overrides` applied.
+
+    Raises:
+        ValueError: for an unknown variant or key.
+    """
+    name = canonical_name(variant)
+    if name not in VARIANTS:
+        raise ValueError(f"Unknown timm NFNet variant {variant!r}. Choose one of {', '.join(VARIANTS)}.")
+    unknown = sorted(set(overrides) - set(CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown timm NFNet configuration keys {unknown}; accepted: {list(CONFIG_KEYS)}")
+    config = copy.deepcopy(VARIANTS[name])
+    config.update({key: value for key, value in overrides.items() if value is not None})
+    if len(config["channels"]) != len(config["depths"]) or min(config["depths"]) < 1:
+        raise ValueError(f"one depth >= 1 per stage, got channels {config['channels']}, depths {config['depths']}")
+    return config
+
+
+def canonical_name(variant):
+    """`"timm/ECA_NFNet_L0"` or `"eca_nfnet_l0"` -> `"eca_nfnet_l0"`."""
+    if not isinstance(variant, str):
+        raise TypeError(f"variant must be a string, got {type(variant).__name__}")
+    return variant.strip().lower().removeprefix(REGISTRY_PREFIX)
+
+
+def registry_name(variant):
+    """The registry name of a variant: `"eca_nfnet_l0"` -> `"timm/eca_nfnet_l0"`."""
+    return REGISTRY_PREFIX + canonical_name(variant)
+
+
+def TimmNFNet(
+    variant="eca_nfnet_l0",
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name=None,
+    stochdepth_rate=0.0,
+    seed=None,
+    remat=False,
+    **config_overrides,
+):
+    """Builds one of timm's light NFNets.
+
+    Args:
+        variant: `"eca_nfnet_l0"` ... `"eca_nfnet_l3"` or `"nfnet_l0"` (a
+            `timm/` prefix is accepted).
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name: as in `keras.applications` (see
+            `ECANFNetL0`). `weights`: None or a path (timm's
+            `model.safetensors`, a Keras weights file); `"imagenet"` is
+            refused until the Hub download exists.
+        stochdepth_rate: the last block's drop rate; block i of N gets
+            `rate * i / (N - 1)` (timm's `drop_path_rate` schedule; the drop
+            itself is DeepMind's, without timm's 1/keep rescale). timm's default is 0.
+        seed: optional seed for stochastic depth and dropout.
+        remat: recompute each block's residual branch in the backward pass.
+        **config_overrides: keys of `CONFIG_KEYS` (`drop_rate`, `depths`, ...).
+
+    Returns:
+        An `NFModel` carrying its evaluation preprocessing (timm's test size,
+        crop padding 0, bicubic, ImageNet mean/std) and class names.
+    """
+    config = get_config(variant, **config_overrides)
+    variant_name = canonical_name(variant)
+    no_imagenet = (
+        f"weights='imagenet' is not available for timm/{variant_name}: the Hugging Face Hub download is not "
+        "implemented. Pass the path of timm's model.safetensors instead."
+    )
+    applications.check_arguments(include_top, weights, pooling, classes, classifier_activation, no_imagenet)
+    input_shape = applications.input_shape(input_shape, input_tensor, config["test_imsize"], include_top, weights)
+    img_input = applications.image_input(input_shape, input_tensor)
+
+    gamma = GAMMAS[config["activation"]]
+    conv = {"gamma": gamma, "eps": config["std_conv_eps"]}
+    x, channels = _stem(img_input, config, conv)
+    x, channels = _body(x, channels, config, stochdepth_rate, seed, remat)
+    num_features = make_divisible(
+        config["width_factor"] * int(config["channels"][-1] * config["feat_mult"]), config["ch_div"]
+    )
+    x = ScaledStdConv2D(num_features, 1, name="final_conv", **conv)(x)
+    # Plain: timm's gamma lives in the convs, and no conv follows this one.
+    x = ScaledActivation(config["activation"], gamma=1.0, name="final_act")(x)
+    x = applications.classification_head(
+        x,
+        include_top,
+        pooling,
+        classes,
+        classifier_activation,
+        config["drop_rate"],
+        seed,
+        kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
+    )
+    model = applications.make_model(
+        img_input,
+        input_tensor,
+        x,
+        name or variant_name,
+        input_shape,
+        config["test_imsize"],
+        config["eval_padding"],
+        include_top,
+        classes,
+    )
+    if weights is not None:
+        timm_weights.load_weights(model, weights)
+    return model
+
+
+def _stem(x, config, conv):
+    """timm's 'deep_quad' stem: 3x3 convs to C/8 (stride 2), C/4, C/2, C (stride 2); act between them."""
+    stem_chs = make_divisible(config["stem_chs"] * config["width_factor"], config["ch_div"])
+    widths = (stem_chs // 8, stem_chs // 4, stem_chs // 2, stem_chs)
+    for i, (channels, stride) in enumerate(zip(widths, (2, 1, 1, 2))):
+        x = ScaledStdConv2D(channels, 3, strides=stride, name=f"stem_conv{i + 1}", **conv)(x)
+        if i < 3:  # no activation after the last: the first block activates its input.
+            x = ScaledActivation(config["activation"], gamma=1.0, name=f"stem_act{i + 2}")(x)
+    return x, stem_chs
+
+
+def _body(x, channels, config, stochdepth_rate, seed, remat):
+    """timm's stage loop (the deep_quad stem has stride 4, so stage 0 keeps the resolution)."""
+    num_blocks = sum(config["depths"])
+    expected_var = 1.0
+    index = 0
+    for stage, depth in enumerate(config["depths"]):
+        out_channels = make_divisible(config["channels"][stage] * config["width_factor"], config["ch_div"])
+        for block in range(depth):
+            x = NormFreeBlock(
+                channels,
+                out_channels,
+                stride=(1 if stage == 0 else 2) if block == 0 else 1,
+                alpha=config["alpha"],
+                beta=expected_var**-0.5,
+                bottle_ratio=config["bottle_ratio"],
+                group_size=config["group_size"],
+                ch_div=config["ch_div"],
+                attention=config["attention"],
+                se_ratio=config["se_ratio"],
+                se_divisor=config["se_divisor"],
+                attn_gain=config["attn_gain"],
+                activation=config["activation"],
+                eps=config["std_conv_eps"],
+                stochdepth_rate=stochdepth_rate * index / max(num_blocks - 1, 1),
+                seed=None if seed is None else seed + index,
+                remat=remat,
+                name=f"stages_{stage}_{block}",
+            )(x)
+            if block == 0:
+                expected_var = 1.0  # reset after the first block of each stage
+            expected_var += config["alpha"] ** 2
+            channels = out_channels
+            index += 1
+        x = keras.layers.Identity(name=f"stage{stage + 1}")(x)
+    return x, channels
+
+
+def _application(variant, function_name):
+    return applications.application_function(
+        TimmNFNet,
+        variant,
+        function_name,
+        variant,
+        _APPLICATION_DOC.format(variant=variant, test_imsize=VARIANTS[variant]["test_imsize"]),
+    )
+
+
+ECANFNetL0 = _application("eca_nfnet_l0", "ECANFNetL0")
+ECANFNetL1 = _application("eca_nfnet_l1", "ECANFNetL1")
+ECANFNetL2 = _application("eca_nfnet_l2", "ECANFNetL2")
+ECANFNetL3 = _application("eca_nfnet_l3", "ECANFNetL3")
+NFNetL0 = _application("nfnet_l0", "NFNetL0")
