@@ -65,6 +65,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from nfnet_keras import keras_internals
 from nfnet_keras.models.layers import NFBlock, ScaledActivation
 
 __all__ = [
@@ -168,7 +169,7 @@ def set_activation_gamma(model, gamma):
     gamma = float(gamma)
     if not np.isfinite(gamma) or gamma <= 0.0:
         raise ValueError(f"gamma must be a finite positive number, got {gamma}")
-    acts = [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, ScaledActivation)]  # noqa: SLF001
+    acts = [layer for layer in keras_internals.nested_layers(model) if isinstance(layer, ScaledActivation)]
     if not acts:
         raise ValueError(f"model '{model.name}' has no ScaledActivation layers")
     for act in acts:

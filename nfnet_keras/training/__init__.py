@@ -5,13 +5,14 @@ The recipe (`keras.ops` only; these modules import without TensorFlow):
 - `agc`: adaptive gradient clipping; `optimizers`: AGC optimizers, `NFNetSGD`
   and the weight EMA update; `ema`: evaluating and saving with the EMA weights;
   `schedules`, `losses`; `sam`: `NFNetTrainer` (Keras' step, or SAM);
-  `distribution`: the data-parallel engine; `keras_internals`: the protected
-  Keras attributes the optimizers read, listed in one place.
+  `distribution`: the data-parallel engine. The protected Keras attributes the
+  optimizers read are listed in `nfnet_keras.keras_internals`.
 
 The `train.py` run (`run` needs TensorFlow for tf.data and is imported on demand):
 
 - `plan`: sizes, steps and checkpoint chunks from the settings; `checkpoint`:
-  the resumable state; `callbacks`: the run's callbacks; `run`: `run(settings)`.
+  the resumable state; `preemption`: the polite stop on SIGTERM/SIGINT;
+  `callbacks`: the run's callbacks; `run`: `run(settings)`.
 """
 
 from nfnet_keras.training.agc import adaptive_clip_gradients, unitwise_norm

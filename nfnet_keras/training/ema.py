@@ -26,7 +26,7 @@ Keras' own `keras.callbacks.SwapEMAWeights` cannot be reused: it requires
 Keras' `use_ema=True` machinery, which `NFNetSGD` deliberately does not use
 (Keras' `use_ema` overwrites the model weights with the average at the end of
 `fit`). For a plain Keras optimizer with `use_ema=True` the helpers here swap
-its averages instead (read through `nfnet_keras.training.keras_internals`).
+its averages instead (read through `nfnet_keras.keras_internals`).
 
 Uses `keras.ops` only; imports without TensorFlow.
 """
@@ -37,7 +37,8 @@ import keras
 from keras import ops
 
 from nfnet_keras.checks import check_integer
-from nfnet_keras.training import distribution, keras_internals
+from nfnet_keras import keras_internals
+from nfnet_keras.training import distribution
 from nfnet_keras.training.sam import NFNetTrainer
 
 __all__ = [

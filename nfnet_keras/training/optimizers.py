@@ -55,7 +55,8 @@ import re
 import keras
 from keras import ops
 
-from nfnet_keras.training import ema, keras_internals
+from nfnet_keras import keras_internals
+from nfnet_keras.training import ema
 from nfnet_keras.training.agc import agc_clip, unit_count
 
 __all__ = [

@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from support import agc_models  # noqa: E402
 
-from nfnet_keras.training import keras_internals  # noqa: E402
+from nfnet_keras import keras_internals  # noqa: E402
 from nfnet_keras.training.agc import agc_clip  # noqa: E402
 from nfnet_keras.training.losses import NFNetCrossEntropy  # noqa: E402
 from nfnet_keras.training.optimizers import NFNetSGD  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 import keras  # noqa: E402
 from support.subprocesses import CaseRunner  # noqa: E402
 
-from nfnet_keras.training import keras_internals  # noqa: E402
+from nfnet_keras import keras_internals  # noqa: E402
 from nfnet_keras.training.ema import EMACheckpoint, EMAEvaluation, ema_optimizer, ema_weights  # noqa: E402
 from nfnet_keras.training.optimizers import NFNetSGD  # noqa: E402
 

@@ -3,8 +3,9 @@
 Keras 3 gives a custom optimizer no public way to find the slot of a variable
 inside `update_step` (its own optimizers call `_get_variable_index`), to get
 the variable list it was built with, or to reach the averages of a
-`use_ema=True` optimizer. Those reads happen only here, through the functions
-below, and `tests/training/test_keras_internals.py` checks every attribute in
+`use_ema=True` optimizer; and no public way to list every layer nested inside
+a model (layers held by custom layers included). Those reads happen only here,
+through the functions below, and `tests/test_keras_internals.py` checks every attribute in
 `KERAS_PROTECTED_ATTRIBUTES` on the installed Keras, so a Keras release that
 renames or reshapes one fails that test by name. `setup.cfg` pins Keras to the
 minor release that test passes on.
@@ -15,6 +16,7 @@ Uses `keras.ops` only; imports without TensorFlow.
 __all__ = [
     "KERAS_PROTECTED_ATTRIBUTES",
     "built_variables",
+    "nested_layers",
     "moving_average_variables",
     "variable_index",
 ]
@@ -36,6 +38,11 @@ KERAS_PROTECTED_ATTRIBUTES = (
         "_model_variables_moving_average",
         "the averages of a Keras optimizer with use_ema=True (swapped in by nfnet_keras.training.ema)",
     ),
+    (
+        "keras.layers.Layer",
+        "_flatten_layers",
+        "every layer nested in a model, inside custom layers too (the activations nfnet_keras.analysis measures)",
+    ),
 )
 
 
@@ -56,3 +63,8 @@ def built_variables(optimizer):
 def moving_average_variables(optimizer):
     """The averages of a Keras `use_ema=True` optimizer, aligned with `built_variables`."""
     return list(optimizer._model_variables_moving_average)
+
+
+def nested_layers(model):
+    """Every layer inside `model`, depth first, custom layers' sublayers included (not `model` itself)."""
+    return list(model._flatten_layers(include_self=False))
