@@ -15,8 +15,7 @@ to ``S + crop_padding``, centre crop ``S``; DeepMind's ``resize_crop_32``)
 -> normalise with the model's mean and std -> batch.
 
 Both yield ``(images, labels)``: float32 ``(B, S, S, 3)`` normalised with
-:func:`nfnet_keras.preprocessing.normalize` (ImageNet ``MEAN_RGB``/``STDDEV_RGB``
-for training), and float32 ``(B, num_classes)`` one-hot (eval) or soft (train)
+:func:`nfnet_keras.preprocessing.normalize` and the model's mean and std, and float32 ``(B, num_classes)`` one-hot (eval) or soft (train)
 labels. Only TensorFlow ops run inside the pipeline, so it feeds
 ``model.fit`` on the TensorFlow, JAX or PyTorch backend alike.
 
@@ -41,7 +40,7 @@ import tensorflow as tf
 
 from nfnet_keras.checks import check_integer
 from nfnet_keras.data import augment, sources
-from nfnet_keras.preprocessing.normalization import normalize
+from nfnet_keras.preprocessing.normalization import MEAN_RGB, STDDEV_RGB, normalize
 from nfnet_keras.preprocessing.settings import resolve_preprocessing
 from nfnet_keras.preprocessing.transform import eval_transform_tf
 
@@ -152,6 +151,8 @@ def make_train_dataset(
     skip_corrupt=False,
     verify=True,
     start_step=0,
+    mean=MEAN_RGB,
+    std=STDDEV_RGB,
 ):
     """The NFNet training pipeline: an infinite dataset of ``(images, soft labels)``.
 
@@ -188,6 +189,8 @@ def make_train_dataset(
             ``start_step=j`` equals batch ``j + k`` of a stream started at 0 (every
             random draw is keyed by the example's position, and the skip happens on
             the raw, undecoded examples, so resuming costs no augmentation work).
+        mean, std: the per-channel normalisation on 0..255 pixels: the model's
+            (``model.preprocessing.mean``/``.std``); default ImageNet's.
 
     Returns:
         A repeated ``tf.data.Dataset`` of ``(float32 (B, S, S, 3), float32 (B, C))``
@@ -265,13 +268,13 @@ def make_train_dataset(
                 cutout_const=cutout_const,
                 dm_quirks=dm_quirks,
             )
-            return normalize(image), labels
+            return normalize(image, mean, std), labels
 
         ds = ds.enumerate(start=start_step * local_batch).map(rand_augment, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         ds = ds.batch(local_batch, drop_remainder=True)
     else:
         ds = ds.batch(local_batch, drop_remainder=True)
-        ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = ds.map(lambda x, y: (normalize(x, mean, std), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     ds = ds.prefetch(AUTOTUNE)
     return ds.with_options(_options(deterministic, shards > 1 or input_context is not None))
 

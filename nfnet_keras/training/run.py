@@ -31,7 +31,6 @@ import tensorflow as tf
 from nfnet_keras.data import augment, sources
 from nfnet_keras.data import pipeline as input_pipeline
 from nfnet_keras.models import registry
-from nfnet_keras.preprocessing import MEAN_RGB, STDDEV_RGB
 from nfnet_keras.training import checkpoint, distribution, ema, preemption, plan as run_plan
 from nfnet_keras.training.callbacks import Checkpoint, LogOptimizer, Throughput
 from nfnet_keras.training.losses import NFNetCrossEntropy
@@ -109,8 +108,6 @@ def run(settings):
         keras.config.set_dtype_policy(_PRECISION_POLICIES[settings["mixed_precision"]])
     keras.utils.set_random_seed(settings["seed"])
 
-    def train_dataset(first_step):
-        return _train_dataset(settings, plan, source, engine, first_step)
 
     # ---- model, optimizer, trainer, evaluation data ---------------------------------
     with engine.scope():
@@ -118,6 +115,9 @@ def run(settings):
         if start_step:
             checkpoint.restore_state(trainer, run_dir.checkpoint)
             print(f"Resumed from step {start_step} of {plan.total_steps} ({run_dir.checkpoint}).")
+
+    def train_dataset(first_step):
+        return _train_dataset(settings, plan, source, engine, model.preprocessing, first_step)
     eval_ds = input_pipeline.make_eval_dataset(
         source,
         settings["eval_batch_size"] or settings["global_batch_size"],
@@ -140,7 +140,7 @@ def run(settings):
         f"peak lr {schedule.peak_value:g}; {plan.total_steps} steps, checkpoint every {plan.chunk}."
     )
     if engine.is_chief and start_step == 0:
-        log_augmented_images(train_dataset(0), run_dir.tensorboard)
+        log_augmented_images(train_dataset(0), run_dir.tensorboard, model.preprocessing)
 
     # ---- training: one fit call per run of equal chunks --------------------------------
     if engine.is_chief:
@@ -225,8 +225,8 @@ def _configure_devices(backend, cpu_devices):
     return [f"/cpu:{i}" for i in range(cpu_devices)]
 
 
-def _train_dataset(settings, plan, source, engine, first_step):
-    """The training stream from `first_step` on."""
+def _train_dataset(settings, plan, source, engine, preprocessing, first_step):
+    """The training stream from `first_step` on, normalised as the model's `preprocessing` says."""
     randaugment = plan.spec.config["randaugment"] if settings["randaugment"] else None
     translate_const, cutout_const = augment.scaled_randaugment_constants(plan.train_size)
     return input_pipeline.make_train_dataset(
@@ -243,6 +243,8 @@ def _train_dataset(settings, plan, source, engine, first_step):
         cutout_const=cutout_const,
         start_step=first_step,
         verify=False,
+        mean=preprocessing.mean,
+        std=preprocessing.std,
     )
 
 
@@ -335,9 +337,9 @@ def _print_summary(results, run_dir):
     print(f"{speed} Wrote {', '.join(written)} and {TENSORBOARD_DIR}/ to {run_dir.path}.")
 
 
-def log_augmented_images(dataset, log_dir):
-    """Writes 16 images of the first augmented batch to TensorBoard."""
+def log_augmented_images(dataset, log_dir, preprocessing):
+    """Writes 16 images of the first augmented batch to TensorBoard (un-normalised with `preprocessing`)."""
     images, _ = next(iter(dataset.take(1)))
-    pixels = tf.clip_by_value(images[:16] * STDDEV_RGB + MEAN_RGB, 0.0, 255.0) / 255.0
+    pixels = tf.clip_by_value(images[:16] * preprocessing.std + preprocessing.mean, 0.0, 255.0) / 255.0
     with tf.summary.create_file_writer(os.path.join(log_dir, "train")).as_default():
         tf.summary.image("augmented_batch", pixels, step=0, max_outputs=16)

@@ -9,7 +9,7 @@ variable has exactly one timm key (`timm_key`) and one layout conversion:
 | `stages_2_0/conv2/gain` (out,) | `stages.2.0.conv2.gain` (out, 1, 1, 1) | reshape |
 | `stages_2_0/downsample_conv/bias` | `stages.2.0.downsample.conv.bias` | none |
 | `stages_2_0/attn_last/kernel` (k, 1, 1) | `stages.2.0.attn_last.conv.weight` (1, 1, k) | transpose |
-| `stages_2_0/attn_last/linear/kernel` (in, out) | `stages.2.0.attn_last.fc1.weight` (out, in, 1, 1) | squeeze, transpose |
+| `stages_2_0/attn_last/linear/kernel` (in, out) | `stages.2.0.attn_last.fc1.weight` (out, in, 1, 1) | squeeze, .T |
 | `predictions/kernel` (in, out) | `head.fc.weight` (out, in) | transpose |
 
 A state dict is checked against the model by timm's names before anything

@@ -134,6 +134,17 @@ def test_other_class_count_loads_everything_but_the_classifier(golden_file, stat
     assert variable(model, "predictions/kernel").shape == (2304, 10)
 
 
+def test_keras_weights_file_loads_by_our_names(tmp_path):
+    model = small()
+    for v in model.weights:  # off their inits, so that a partial load would show
+        v.assign(np.random.default_rng(4).normal(0.0, 0.1, tuple(v.shape)).astype("float32"))
+    path = str(tmp_path / "small.weights.h5")
+    model.save_weights(path)
+    x = np.random.default_rng(5).standard_normal((1, 64, 64, 3)).astype("float32")
+    loaded = small(weights=path)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)))
+
+
 # -- sizes ------------------------------------------------------------------------
 
 
