@@ -25,12 +25,20 @@ shuffle is seeded and ``tf.data`` runs with ``deterministic=True``: the same
 seed gives the same batches, whatever the parallelism. With ``seed=None`` a
 random seed is drawn and ``tf.data`` may reorder elements for speed.
 
-Multi-host: pass ``input_context`` (a ``tf.distribute.InputContext``, e.g.
-inside ``strategy.distribute_datasets_from_function``; batches are then per
-replica) or ``num_hosts`` and ``host_index`` (batches are per host,
-``global_batch_size // num_hosts``). Examples are split with
-``dataset.shard(num_hosts, host_index)`` before shuffling, so hosts never see
-the same example within an epoch.
+Multi-host: pass ``num_hosts`` and ``host_index`` (batches are per host,
+``global_batch_size // num_hosts``) or ``input_context`` (a
+``tf.distribute.InputContext``, e.g. inside
+``strategy.distribute_datasets_from_function``; batches are then per replica).
+With a seed, an in-memory or folder source and no ``shuffle_buffer``, every host
+walks the one global order and keeps its rows of each global batch, with the
+draws keyed by the global position: host ``h``'s batch at step ``t`` is rows
+``h*b .. (h+1)*b`` of the batch one host would make at step ``t``, whatever the
+number of hosts, so a run resumes exactly on another number of hosts. Each host
+decodes and augments only its rows. Otherwise (TFDS, ``seed=None``, a shuffle
+buffer, ``input_context``) the examples are split with
+``dataset.shard(num_hosts, host_index)`` before shuffling: hosts never see the
+same example within an epoch, but the stream depends on the number of hosts.
+MixUp/CutMix mix within each host's rows.
 
 Throughput: ``python benchmarks/input_pipeline.py`` builds and times a pipeline.
 """
@@ -209,22 +217,35 @@ def make_train_dataset(
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
     seed = int(seed)
-    base = tf.constant([seed, index], dtype=tf.int64)
+    start_step = check_integer(start_step, "start_step", minimum=0)
+    factor = 2 if mixup_cutmix else 1  # raw examples per output example
+    # One global stream, split by rows of the global batch: every host sees the order and the
+    # draws one host would (whatever the number of hosts, so a run may resume on another), and
+    # decodes only its rows. TFDS sources (too large to list on every host), a shuffle buffer and
+    # seed=None keep per-host shards, with their own draws.
+    global_order = deterministic and shuffle_buffer is None and input_context is None and src.kind != "tfds"
+    hosts, host = (shards, index) if global_order else (1, 0)
+    base = tf.constant([seed, 0 if global_order else index], dtype=tf.int64)
     example_key = tf.random.experimental.stateless_fold_in(base, 0)
     augment_key = tf.random.experimental.stateless_fold_in(base, 1)
 
+    def global_position(count, rows):
+        """The position in the global stream of this host's element `count`, `rows` per host and step."""
+        return count // rows * rows * hosts + host * rows + count % rows
+
     ds = src.make_dataset(
         split,
-        num_shards=shards,
-        shard_index=index,
+        num_shards=1 if global_order else shards,
+        shard_index=0 if global_order else index,
         shuffle=True,
         seed=seed,
         shuffle_buffer=shuffle_buffer,
         repeat=True,
     )
-    start_step = check_integer(start_step, "start_step", minimum=0)
-    per_step = (2 if mixup_cutmix else 1) * local_batch
-    ds = ds.enumerate().skip(start_step * per_step)
+    ds = ds.enumerate().skip(start_step * factor * local_batch * hosts)
+    if hosts > 1:
+        rows = factor * local_batch
+        ds = ds.filter(lambda position, example: position % (rows * hosts) // rows == host)
 
     def prepare(count, example):
         raw, label = example
@@ -258,7 +279,7 @@ def make_train_dataset(
 
         def rand_augment(count, example):
             image, labels = example
-            key = tf.random.experimental.stateless_fold_in(augment_key, count)
+            key = tf.random.experimental.stateless_fold_in(augment_key, global_position(count, local_batch))
             image = augment.randaugment(
                 image,
                 num_layers,

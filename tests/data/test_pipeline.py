@@ -182,6 +182,20 @@ def test_sharding_splits_train_data_between_two_hosts_without_overlap():
     assert set(seen[0]) | set(seen[1]) == set(range(24))
 
 
+@pytest.mark.parametrize("start_step", [0, 3])
+def test_the_hosts_rows_of_a_step_are_the_one_host_batch_of_that_step_augmentation_included(start_step):
+    rng = np.random.default_rng(0)
+    source = sources.from_arrays(rng.integers(0, 256, (40, 12, 12, 3), dtype=np.uint8), [i % 4 for i in range(40)])
+    common = dict(randaugment=(2, 5), seed=7, mixup_cutmix=False, start_step=start_step)
+    one_host = [x.numpy() for x, _ in pipeline.make_train_dataset(source, 8, 8, **common).take(4)]
+    per_host = [
+        [x.numpy() for x, _ in pipeline.make_train_dataset(source, 8, 8, num_hosts=2, host_index=h, **common).take(4)]
+        for h in (0, 1)
+    ]
+    for step in range(4):
+        np.testing.assert_array_equal(np.concatenate([per_host[0][step], per_host[1][step]]), one_host[step])
+
+
 def test_sharding_splits_eval_data_between_two_hosts_without_overlap():
     source = _constant_source([10 * i for i in range(20)], [i % 2 for i in range(20)])
     seen = [_ids(x for x, _ in pipeline.make_eval_dataset(source, 4, 4, num_hosts=2, host_index=h, split="train")) for h in (0, 1)]

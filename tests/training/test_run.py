@@ -274,6 +274,22 @@ def test_folder_with_one_class_is_refused(tmp_path):
     assert "class" in result.stderr
 
 
+def test_a_flat_class_folder_dataset_trains_with_a_held_out_validation_split(tmp_path):
+    from PIL import Image
+
+    for label, name in enumerate(("cats", "dogs")):
+        folder = tmp_path / "images" / name
+        folder.mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(np.full((8, 8, 3), 60 * label + i, np.uint8)).save(folder / f"{i}.png")
+    run = RunDirectory(tmp_path / "run")
+    flags = [f"--dataset=folder:{tmp_path / 'images'}", "--global_batch_size=8", "--steps=1", "--eval_batch_size=8"]
+    result = _train(run.path, *flags, "--validation_fraction=0.2", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Evaluating on 0.2 of the training images" in result.stdout
+    assert json.load(open(run.run_config))["dataset_examples"] == 32  # 16 of 20 per class left to train on
+
+
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
     run = RunDirectory(tmp_path / "run")
     result = _train(run.path, "--learning_rate=1e12", "--clipping=0", "--warmup_epochs=0.01")
