@@ -66,6 +66,7 @@ _define("integer", "global_batch_size", 64, "Batch size summed over all devices 
 _define("integer", "epochs", 20, "Training epochs (ignored when --steps is set).")
 _define("integer", "steps", None, "Training steps, exactly (overrides --epochs).")
 _define("float", "learning_rate", 0.4, "Learning rate per 256 images: peak lr = this * global_batch_size / 256 (paper: 0.1).")
+_define("float", "final_learning_rate", 0.0, "Learning rate the cosine decay ends at (absolute, not scaled by batch).")
 _define("float", "warmup_epochs", 1.0, "Linear warmup from 0 over this many epochs, then cosine decay to 0 (paper: 5).")
 _define("float", "clipping", 0.01, "Adaptive gradient clipping threshold (0 disables AGC).")
 _define("float", "weight_decay", 2e-5, "Coupled L2 weight decay (none on gains, biases and skip gains).")
@@ -82,7 +83,14 @@ _define("string", "model_dir", "runs/default", "Where checkpoints, logs and the 
 _define("integer", "seed", 0, "Seed for initialisation, data order and augmentation.")
 _define("integer", "train_image_size", None, "Training resolution (default: the variant's train size).")
 _define("integer", "eval_image_size", None, "Evaluation resolution (default: the variant's test size).")
-_define("enum", "preset", None, "paper: the paper's ImageNet values for every flag not given.", enum_values=["paper"])
+_define(
+    "enum",
+    "preset",
+    None,
+    "paper: the paper's ImageNet recipe of the --variant's family (default variant F0) for every flag not given "
+    "(nfnet_keras.training.presets).",
+    enum_values=["paper"],
+)
 _define("string", "weights", None, "Initial weights, 'imagenet' or a path, for fine-tuning (the classifier is new).")
 _define(
     "integer",
@@ -97,40 +105,21 @@ _define("boolean", "mixup_cutmix", False, "MixUp on half of each batch and CutMi
 _define("boolean", "skip_corrupt", False, "Skip undecodable images (and report the count) instead of failing.")
 _define("integer", "verbose", 1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per checkpoint.")
 
-# The paper's ImageNet recipe (DeepMind's experiment_nfnets.get_config).
-PAPER_PRESET = {
-    "variant": "F0",
-    "dataset": "tfds:imagenet2012",
-    "global_batch_size": 4096,
-    "epochs": 360,
-    "learning_rate": 0.1,
-    "warmup_epochs": 5.0,
-    "clipping": 0.01,
-    "weight_decay": 2e-5,
-    "label_smoothing": 0.1,
-    "ema_decay": 0.99999,
-    "stochdepth_rate": 0.25,
-    "mixed_precision": "bf16",
-    "crop_area_min": 0.08,
-    "randaugment": True,
-    "mixup_cutmix": True,
-}
-
-
 def resolve_settings():
     """Explicit flags, then the preset's values, then the flag defaults.
 
     Imports Keras: call it after `KERAS_BACKEND` is set.
     """
     from nfnet_keras.models import registry  # noqa: PLC0415  (after KERAS_BACKEND is set)
+    from nfnet_keras.training import presets  # noqa: PLC0415
 
     settings = {name: FLAGS[name].value for name in _NAMES}
     if settings["preset"] == "paper":
-        for key, value in PAPER_PRESET.items():
+        if not FLAGS["variant"].present:
+            settings["variant"] = "F0"
+        for key, value in presets.paper_preset(registry.get_spec(settings["variant"])).items():
             if not FLAGS[key].present:
                 settings[key] = value
-        if registry.get_spec(settings["variant"]).variant == "F6" and not FLAGS["sam_rho"].present:
-            settings["sam_rho"] = 0.05  # DeepMind's F6 checkpoint was trained with SAM
     return settings
 
 

@@ -1,10 +1,11 @@
-"""What every family's builder shares: the `keras.applications` rules, the input, the head, the `NFModel`.
+"""What every family's builder shares: the variant lookup, the `keras.applications` rules, the input, the head.
 
-NFNet-F (`nfnet.py`), NF-RegNet (`nf_regnet.py`) and NF-ResNet (`nf_resnet.py`)
-differ in their stem and blocks only; their arguments follow
-`keras.applications` and are checked here, once.
+NFNet-F (`nfnet.py`), NF-RegNet (`nf_regnet.py`), NF-ResNet (`nf_resnet.py`)
+and timm's light NFNets (`timm_nfnet.py`) differ in their stem and blocks
+only; their arguments follow `keras.applications` and are checked here, once.
 """
 
+import copy
 import os
 
 import keras
@@ -13,10 +14,72 @@ from nfnet_keras.checks import check_integer
 from nfnet_keras.models.base import CLASSIFIER_LAYER, IMAGENET_CLASSES, NFModel
 from nfnet_keras.preprocessing.settings import EvalPreprocessing
 
-__all__ = ["check_arguments", "classification_head", "image_input", "input_shape", "make_model"]
+__all__ = [
+    "application_function",
+    "canonical_variant",
+    "check_arguments",
+    "classification_head",
+    "image_input",
+    "input_shape",
+    "make_model",
+    "variant_config",
+]
 
 #: The smallest input side every family accepts (five stride-2 stages).
 MIN_INPUT_SIZE = 32
+
+
+def canonical_variant(variant, upper=False, prefix="", integers=False):
+    """A family's table key for what a user typed: stripped, case-folded, without `prefix`.
+
+    Args:
+        variant: the name as given (`" b0"`, `"ResNet50"`, `"timm/ECA_NFNet_L0"`).
+        upper: fold to upper case (NF-RegNet's `"B0"`), else to lower case.
+        prefix: removed from the front after folding (`"resnet"`, `"timm/"`),
+            compared in the same case.
+        integers: accept an int too (NF-ResNet's `50`); never a bool.
+
+    Raises:
+        TypeError: for anything but a string (or an int where accepted).
+    """
+    accepted = (str, int) if integers else str
+    if isinstance(variant, bool) or not isinstance(variant, accepted):
+        kinds = "a string or an int" if integers else "a string"
+        raise TypeError(f"variant must be {kinds}, got {type(variant).__name__}")
+    name = str(variant).strip()
+    if upper:
+        return name.upper().removeprefix(prefix.upper())
+    return name.lower().removeprefix(prefix.lower())
+
+
+def variant_config(family, variants, variant, name, overrides, stage_keys):
+    """A copy of the variant's table entry with `overrides` applied, checked.
+
+    Args:
+        family: the family as messages name it (`"NF-RegNet"`).
+        variants: the family's table, `{name: config}`; every config has the
+            same keys, and those are the keys a caller may override.
+        variant: the variant as the caller spelled it (for the message).
+        name: its canonical spelling, a key of `variants`.
+        overrides: `{key: value}`; None values leave the table's value.
+        stage_keys: the per-stage sequences (`"depths"` among them) that must
+            have one entry per stage each.
+
+    Raises:
+        ValueError: for an unknown variant or key, stage sequences of
+            different lengths, or a stage of depth < 1.
+    """
+    if name not in variants:
+        raise ValueError(f"Unknown {family} variant {variant!r}. Choose one of {', '.join(variants)}.")
+    config = copy.deepcopy(variants[name])
+    unknown = sorted(set(overrides) - set(config))
+    if unknown:
+        raise ValueError(f"Unknown {family} configuration keys {unknown}; accepted: {list(config)}")
+    config.update({key: value for key, value in overrides.items() if value is not None})
+    if len({len(config[key]) for key in stage_keys}) != 1 or min(config["depths"]) < 1:
+        got = ", ".join(f"{key} {config[key]}" for key in stage_keys)
+        raise ValueError(f"{family}: {'/'.join(stage_keys)} need one entry per stage each, every depth >= 1; got {got}")
+    return config
 
 
 def check_arguments(include_top, weights, pooling, classes, classifier_activation, no_imagenet=None):

@@ -1,61 +1,142 @@
 """Inference-time folding of weight standardisation (for export and serving).
 
 A trained `WSConv2D` recomputes `W_hat = (W - mean) * gain / sqrt(max(fan_in * var, eps))`
-at every call. For inference that is a constant: `fold_weight_standardization`
-returns a copy of the model in which every weight-standardised conv is a plain
-convolution whose kernel is `W_hat`, computed once. Stochastic depth and dropout
-are already the identity at inference, so the folded model computes the same
-function with less work per call.
+at every call, and timm's `ScaledStdConv2D` recomputes
+`W_hat = (W - mean) / sqrt(var + eps) * gain * gamma / sqrt(fan_in)`. For
+inference both are constants: `fold_weight_standardization` returns a copy of
+the model in which every weight-standardised conv is a plain convolution whose
+kernel is `W_hat`, computed once, with the padding the conv had (TensorFlow's
+"SAME" for DeepMind's, timm's symmetric padding for timm's). Stochastic depth
+and dropout are already the identity at inference, so the folded model computes
+the same function with less work per call.
 """
 
 import keras
 import numpy as np
+from keras import ops
 
+from nfnet_keras.models.layers import NFBlock, NormFreeBlock, ScaledStdConv2D, WSConv2D, conv2d_symmetric
 from nfnet_keras.weights import loading
-from nfnet_keras.models.layers import NFBlock, WSConv2D
 
+__all__ = ["FoldedNormFreeBlock", "FoldedStdConv2D", "fold_weight_standardization"]
+
+# DeepMind's layers fold through their own `standardize=False`.
 _STANDARDIZED = ("WSConv2D", "NFBlock")
+#: The convs of a `NormFreeBlock`, by attribute (None where the block has none).
+NORM_FREE_BLOCK_CONVS = ("downsample_conv", "conv1", "conv2", "conv2b", "conv3")
+
+
+@keras.saving.register_keras_serializable(package="nfnet_keras")
+class FoldedStdConv2D(ScaledStdConv2D):
+    """The folded inference form of timm's `ScaledStdConv2D`: a plain convolution with symmetric padding.
+
+    `kernel` already holds `W_hat` (float32 weights, autocast under mixed
+    precision); there is no `gain` and nothing is recomputed per call. The
+    padding, strides and groups are those of the `ScaledStdConv2D` it folds,
+    and so is the config (`gamma`, `eps` and `gain_initializer` are kept but
+    unused), so that a config switches form by its class name alone.
+    """
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1]
+        if in_channels is None or in_channels % self.groups:
+            raise ValueError(f"{self.name}: input channels {in_channels} do not fit groups={self.groups}")
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=self.kernel_size + (in_channels // self.groups, self.filters),
+            initializer=self.kernel_initializer,
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
+
+    def standardized_kernel(self):
+        """The float32 kernel the convolution uses: `kernel` itself."""
+        return ops.cast(ops.convert_to_tensor(self.kernel), "float32")
+
+    def call(self, inputs):
+        return conv2d_symmetric(inputs, self.kernel, self.strides, self.groups, self.padding) + self.bias
+
+
+@keras.saving.register_keras_serializable(package="nfnet_keras")
+class FoldedNormFreeBlock(NormFreeBlock):
+    """The folded inference form of timm's `NormFreeBlock`: the same block with `FoldedStdConv2D` convs.
+
+    Takes `NormFreeBlock`'s arguments and config; its weights are the block's
+    without the convs' gains.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Replaced before build: the block's convs are never built, so they hold no weights.
+        for attribute in NORM_FREE_BLOCK_CONVS:
+            conv = getattr(self, attribute)
+            if conv is not None:
+                setattr(self, attribute, FoldedStdConv2D.from_config(conv.get_config()))
+
+
+# Config class names of the standardised timm layers -> their folded forms.
+_FOLDED_CLASSES = {"ScaledStdConv2D": FoldedStdConv2D, "NormFreeBlock": FoldedNormFreeBlock}
 
 
 def fold_weight_standardization(model):
     """Returns an inference copy of `model` with weight standardisation folded in.
 
     Args:
-        model: an NFNet built by this package (any head, any input size).
+        model: a model built by this package (any family, any head, any input
+            size); a model that is already folded is copied as it is.
 
     Returns:
         A new `keras.Model` with the same layer names and outputs; its convs have
         `kernel` (= the standardised kernel) and `bias`, and no `gain`.
     """
     config = model.get_config()
-    _unstandardize(config)
+    _to_inference_form(config)
     folded = keras.Model.from_config(config)
     arrays = {key: np.asarray(keras.ops.convert_to_numpy(v)) for key, v in loading.model_weights(model).items()}
-    for prefix, conv in _ws_convs(model):
+    for prefix, conv in _standardized_convs(model):
         arrays[f"{prefix}/kernel"] = np.asarray(keras.ops.convert_to_numpy(conv.standardized_kernel()))
         del arrays[f"{prefix}/gain"]
     loading.assign_weights(folded, arrays, f"model '{model.name}' (folded)")
     return folded
 
 
-def _unstandardize(node):
-    """Sets `standardize=False` in every WSConv2D/NFBlock config of a functional config."""
+def _to_inference_form(node):
+    """Rewrites a functional config in place: every standardised conv or block in its folded form."""
     if isinstance(node, dict):
-        if node.get("class_name") in _STANDARDIZED and isinstance(node.get("config"), dict):
-            node["config"]["standardize"] = False
+        config = node.get("config")
+        class_name = node.get("class_name")
+        if isinstance(config, dict) and class_name in _STANDARDIZED:
+            config["standardize"] = False
+        elif isinstance(config, dict) and class_name in _FOLDED_CLASSES:
+            folded = _FOLDED_CLASSES[class_name]
+            node.update(
+                class_name=folded.__name__,
+                module=folded.__module__,
+                registered_name=keras.saving.get_registered_name(folded),
+            )
         for value in node.values():
-            _unstandardize(value)
+            _to_inference_form(value)
     elif isinstance(node, list):
         for value in node:
-            _unstandardize(value)
+            _to_inference_form(value)
 
 
-def _ws_convs(model):
-    """`(weight-key prefix, layer)` for every standardised conv of the model."""
+def _standardized_convs(model):
+    """`(weight-key prefix, layer)` for every conv of the model that standardises its kernel."""
     for layer in model.layers:
-        if isinstance(layer, WSConv2D) and layer.standardize:
-            yield layer.name, layer
-        elif isinstance(layer, NFBlock):
-            for conv in layer.convs():
-                if conv.standardize:
-                    yield f"{layer.name}/{conv.name}", conv
+        if isinstance(layer, NFBlock):
+            convs = layer.convs()
+        elif isinstance(layer, NormFreeBlock):
+            convs = [getattr(layer, attribute) for attribute in NORM_FREE_BLOCK_CONVS]
+        else:
+            if _standardizes(layer):
+                yield layer.name, layer
+            continue
+        for conv in convs:
+            if _standardizes(conv):
+                yield f"{layer.name}/{conv.name}", conv
+
+
+def _standardizes(layer):
+    if isinstance(layer, WSConv2D):
+        return layer.standardize
+    return isinstance(layer, ScaledStdConv2D) and not isinstance(layer, FoldedStdConv2D)

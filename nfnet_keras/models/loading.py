@@ -32,12 +32,13 @@ import os
 import keras
 
 from nfnet_keras.checks import check_integer
-from nfnet_keras.models import registry
+from nfnet_keras.models import registry, timm_nfnet
 from nfnet_keras.models.base import CLASSIFIER_LAYER, IMAGENET_CLASSES, NFModel
 from nfnet_keras.preprocessing.imagenet import NUM_CLASSES
 from nfnet_keras.preprocessing.settings import EvalPreprocessing
 from nfnet_keras.weights import formats
 from nfnet_keras.weights import loading as weights_loading
+from nfnet_keras.weights import timm as timm_weights
 from nfnet_keras.weights.run_directory import MODEL_FILE, RUN_CONFIG_FILE, RunDirectory
 
 __all__ = ["LoadedModel", "ModelLoadError", "load_model", "predict_probabilities", "returns_logits"]
@@ -250,13 +251,23 @@ def _from_registry(name, weights, classes, image_size):
                 f"{', '.join(registry.model_names(pretrained_only=True))}, or weights 'none' or a file"
             )
         model = registry.create_model(spec.name, weights=IMAGENET, input_shape=input_shape)
-        return LoadedModel(model, f"{spec.name} with DeepMind's ImageNet weights")
+        publisher = "timm's" if spec.name.startswith("timm/") else "DeepMind's"
+        return LoadedModel(model, f"{spec.name} with {publisher} ImageNet weights")
     if weights == NO_WEIGHTS:
         model = registry.create_model(spec.name, classes=classes or NUM_CLASSES, input_shape=input_shape)
         return LoadedModel(model, f"{spec.name}, randomly initialised (weights 'none')")
 
     path = os.fspath(weights)
-    keras_file = _check_file(path, "weights file") in weights_loading.KERAS_FORMATS
+    file_format = _check_file(path, "weights file")
+    if file_format == "safetensors" and spec.family == timm_nfnet.FAMILY:  # timm's names and layouts
+        state_dict = formats.read_safetensors(path)
+        classifier = state_dict.get(timm_weights.CLASSIFIER_KEY)
+        if classifier is None:
+            raise ModelLoadError(f"{path} holds no classifier weights ({timm_weights.CLASSIFIER_KEY})")
+        model = registry.create_model(spec.name, classes=int(classifier.shape[0]), input_shape=input_shape)
+        timm_weights.load_state_dict(model, state_dict, path)
+        return LoadedModel(model, f"{spec.name} with the weights of {path}")
+    keras_file = file_format in weights_loading.KERAS_FORMATS
     if keras_file:
         arrays, num_classes = None, weights_loading.keras_file_classes(path)
     else:

@@ -11,7 +11,6 @@ not a key of its nonlinearity table; its `experiment_nf_regnets.py` passes
 `'silu'`, and so does every model here. No weights were published.
 """
 
-import copy
 import math
 
 import keras
@@ -87,24 +86,14 @@ def get_config(variant, **overrides):
     Raises:
         ValueError: for an unknown variant or key.
     """
-    name = canonical_name(variant)
-    if name not in VARIANTS:
-        raise ValueError(f"Unknown NF-RegNet variant {variant!r}. Choose one of {', '.join(VARIANTS)}.")
-    unknown = sorted(set(overrides) - set(CONFIG_KEYS))
-    if unknown:
-        raise ValueError(f"Unknown NF-RegNet configuration keys {unknown}; accepted: {list(CONFIG_KEYS)}")
-    config = copy.deepcopy(VARIANTS[name])
-    config.update({key: value for key, value in overrides.items() if value is not None})
-    if len(config["widths"]) != len(config["depths"]) or min(config["depths"]) < 1:
-        raise ValueError(f"one depth >= 1 per stage width, got widths {config['widths']}, depths {config['depths']}")
-    return config
+    return applications.variant_config(
+        "NF-RegNet", VARIANTS, variant, canonical_name(variant), overrides, ("widths", "depths")
+    )
 
 
 def canonical_name(variant):
     """`"b0"` -> `"B0"`."""
-    if not isinstance(variant, str):
-        raise TypeError(f"variant must be a string, got {type(variant).__name__}")
-    return variant.strip().upper()
+    return applications.canonical_variant(variant, upper=True)
 
 
 def NFRegNet(

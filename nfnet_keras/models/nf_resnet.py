@@ -12,7 +12,6 @@ passed); ours is 0, no dropout, unless `drop_rate` is given. No weights were
 published.
 """
 
-import copy
 import math
 
 import keras
@@ -89,28 +88,14 @@ def get_config(variant, **overrides):
     Raises:
         ValueError: for an unknown variant or key.
     """
-    name = canonical_name(variant)
-    if name not in VARIANTS:
-        raise ValueError(f"Unknown NF-ResNet variant {variant!r}. Choose one of {', '.join(VARIANTS)}.")
-    unknown = sorted(set(overrides) - set(CONFIG_KEYS))
-    if unknown:
-        raise ValueError(f"Unknown NF-ResNet configuration keys {unknown}; accepted: {list(CONFIG_KEYS)}")
-    config = copy.deepcopy(VARIANTS[name])
-    config.update({key: value for key, value in overrides.items() if value is not None})
-    if not len(config["widths"]) == len(config["depths"]) == len(config["strides"]) or min(config["depths"]) < 1:
-        raise ValueError(
-            "one depth >= 1 and one stride per stage width, got widths "
-            f"{config['widths']}, depths {config['depths']}, strides {config['strides']}"
-        )
-    return config
+    return applications.variant_config(
+        "NF-ResNet", VARIANTS, variant, canonical_name(variant), overrides, ("widths", "depths", "strides")
+    )
 
 
 def canonical_name(variant):
     """`"ResNet50"`, `"resnet50"`, `50` -> `"50"`."""
-    if isinstance(variant, bool) or not isinstance(variant, (str, int)):
-        raise TypeError(f"variant must be a string or an int, got {type(variant).__name__}")
-    name = str(variant).strip().lower()
-    return name.removeprefix("resnet")
+    return applications.canonical_variant(variant, prefix="resnet", integers=True)
 
 
 def NFResNet(

@@ -5,7 +5,10 @@ Names are lower case, as in timm: the NFNet-F family (`nfnet_f0`,
 `F0plus`, `nano`, `micro` are accepted too), NF-RegNets (`nf_regnet_b0` ...
 `nf_regnet_b8`) and NF-ResNets (`nf_resnet50` ... `nf_resnet600`).
 timm's light NFNets are registered under timm's names with a `timm/` prefix
-(`timm/eca_nfnet_l0` ... `timm/eca_nfnet_l3`, `timm/nfnet_l0`).
+(`timm/eca_nfnet_l0` ... `timm/eca_nfnet_l3`, `timm/nfnet_l0`), and so are
+timm's ports of DeepMind's NFNet-F (`timm/dm_nfnet_f0` ... `timm/dm_nfnet_f6`:
+our NFNet-F with timm's evaluation settings and weights); their
+`weights="imagenet"` comes from the Hugging Face Hub.
 `train.py --variant`, `export.py --variant` and the predict command all
 resolve names here.
 """
@@ -14,6 +17,7 @@ import dataclasses
 
 from nfnet_keras.models import nf_regnet, nf_resnet, nfnet, variants
 from nfnet_keras.models import timm_nfnet
+from nfnet_keras.weights import timm as timm_weights
 
 __all__ = ["ModelSpec", "create_model", "get_spec", "model_names"]
 
@@ -24,7 +28,8 @@ class ModelSpec:
 
     Attributes:
         name: the registered name (`nfnet_f0`, `nf_regnet_b0`, `nf_resnet50`).
-        family: the architecture family (`nfnet`, `nf_regnet`, `nf_resnet`).
+        family: the architecture family (`nfnet`, `nf_regnet`, `nf_resnet`, `timm_nfnet`,
+            `timm_dm_nfnet`).
         variant: the family's own name for the configuration (`F0`, `B0`, `50`).
         config: the configuration table entry: architecture keys plus
             `train_imsize`, `test_imsize`, `eval_padding` and `randaugment`.
@@ -45,6 +50,7 @@ class ModelSpec:
 # family: the function that builds a variant of it.
 _BUILDERS = {"nfnet": nfnet.NFNet, "nf_regnet": nf_regnet.NFRegNet, "nf_resnet": nf_resnet.NFResNet}
 _BUILDERS[timm_nfnet.FAMILY] = timm_nfnet.TimmNFNet
+_BUILDERS[timm_nfnet.DM_FAMILY] = timm_nfnet.DMNFNet
 
 
 def _nfnet_name(variant):
@@ -59,10 +65,14 @@ def _specs():
     for family in (nf_regnet, nf_resnet):
         for variant in family.VARIANTS:
             yield ModelSpec(family.default_name(variant), family.FAMILY, variant, family.get_config(variant), False)
-    # timm's light NFNets: weights come as a path to timm's model.safetensors (no download yet).
+    # timm's models: "imagenet" is timm's model.safetensors on the Hugging Face Hub, where published.
     for variant in timm_nfnet.VARIANTS:
         config = timm_nfnet.get_config(variant)
-        yield ModelSpec(timm_nfnet.registry_name(variant), timm_nfnet.FAMILY, variant, config, False)
+        pretrained = variant in timm_weights.IMAGENET_WEIGHTS
+        yield ModelSpec(timm_nfnet.registry_name(variant), timm_nfnet.FAMILY, variant, config, pretrained)
+    for variant in timm_nfnet.DM_VARIANTS:
+        config = timm_nfnet.dm_config(variant)
+        yield ModelSpec(timm_nfnet.registry_name(variant), timm_nfnet.DM_FAMILY, variant, config, True)
 
 
 _SPECS = {spec.name: spec for spec in _specs()}

@@ -16,14 +16,21 @@ Layers are named after timm's modules: `stem_conv1` ... `stem_conv4`,
 `stages_{s}_{b}` for `stages.s.b` (0-based), `final_conv`, `predictions` for
 `head.fc`; the output of stage k (1-based) is also the layer `stage{k}`.
 `nfnet_keras.weights.timm` loads timm's state dicts (`model.safetensors`)
-by these names.
+by these names; `weights="imagenet"` fetches timm's published file from the
+Hugging Face Hub (none exists for `eca_nfnet_l3`).
+
+timm's `dm_nfnet_f0` ... `f6` are its ports of DeepMind's NFNet-F with
+DeepMind's weights. Here they are our NFNet-F models (`nfnet.py`, DeepMind's
+numerics: tanh GELU, eps as a floor under the variance) under timm's names
+(`DMNFNet`, registry names `timm/dm_nfnet_f0` ...), evaluated as timm
+evaluates them (test size, `crop_pct`), loading timm's `model.safetensors`.
 """
 
-import copy
+import math
 
 import keras
 
-from nfnet_keras.models import applications
+from nfnet_keras.models import applications, nfnet, variants
 from nfnet_keras.models.layers.activations import GAMMAS, ScaledActivation
 from nfnet_keras.models.layers.std_conv_timm import ScaledStdConv2D
 from nfnet_keras.models.layers.timm_block import NormFreeBlock, make_divisible
@@ -72,6 +79,21 @@ VARIANTS = {
 #: Keys a caller may override when building a model.
 CONFIG_KEYS = tuple(VARIANTS["eca_nfnet_l0"])
 
+#: The registry family of timm's `dm_nfnet_*` (built by `DMNFNet`).
+DM_FAMILY = "timm_dm_nfnet"
+# timm name: our NFNet-F variant, timm's crop_pct (default_cfgs; test sizes equal our variants').
+_DM_TABLE = {
+    "dm_nfnet_f0": ("F0", 0.9),
+    "dm_nfnet_f1": ("F1", 0.91),
+    "dm_nfnet_f2": ("F2", 0.92),
+    "dm_nfnet_f3": ("F3", 0.94),
+    "dm_nfnet_f4": ("F4", 0.951),
+    "dm_nfnet_f5": ("F5", 0.954),
+    "dm_nfnet_f6": ("F6", 0.956),
+}
+#: `{timm name: our NFNet-F variant}`.
+DM_VARIANTS = {name: variant for name, (variant, _) in _DM_TABLE.items()}
+
 __all__ = ["TimmNFNet", "ECANFNetL0", "ECANFNetL1", "ECANFNetL2", "ECANFNetL3", "NFNetL0"]
 
 _APPLICATION_DOC = """Instantiates timm's `{variant}`.
@@ -84,8 +106,10 @@ _APPLICATION_DOC = """Instantiates timm's `{variant}`.
     Args:
         include_top, input_tensor, input_shape, pooling, classes,
         classifier_activation, name: as in `keras.applications`.
-        weights: `None` (random init) or the path of a weights file: timm's
-            `model.safetensors` for this model, or a Keras `.weights.h5`.
+        weights: `None` (random init), `"imagenet"` (timm's published
+            weights, from the Hugging Face cache or downloaded; {imagenet}) or
+            the path of a weights file: timm's `model.safetensors` for this
+            model, or a Keras `.weights.h5`.
         **kwargs: passed to `nfnet_keras.models.timm_nfnet.TimmNFNet`.
 
     Returns:
@@ -99,24 +123,34 @@ def get_config(variant, **overrides):
     Raises:
         ValueError: for an unknown variant or key.
     """
+    return applications.variant_config(
+        "timm NFNet", VARIANTS, variant, canonical_name(variant), overrides, ("channels", "depths")
+    )
+
+
+def dm_config(variant, **overrides):
+    """The NFNet-F configuration of timm's `dm_nfnet_fX`, evaluated as timm evaluates it.
+
+    timm squash-resizes to `floor(test size / crop_pct)` and centre-crops the
+    test size (`transforms_imagenet_eval`, crop_mode "squash"): crop padding
+    28 for F0 at 256 px, where DeepMind pads by 32. `overrides` as for
+    `nfnet_keras.models.variants.get_config`.
+
+    Raises:
+        ValueError: for an unknown variant or key.
+    """
     name = canonical_name(variant)
-    if name not in VARIANTS:
-        raise ValueError(f"Unknown timm NFNet variant {variant!r}. Choose one of {', '.join(VARIANTS)}.")
-    unknown = sorted(set(overrides) - set(CONFIG_KEYS))
-    if unknown:
-        raise ValueError(f"Unknown timm NFNet configuration keys {unknown}; accepted: {list(CONFIG_KEYS)}")
-    config = copy.deepcopy(VARIANTS[name])
-    config.update({key: value for key, value in overrides.items() if value is not None})
-    if len(config["channels"]) != len(config["depths"]) or min(config["depths"]) < 1:
-        raise ValueError(f"one depth >= 1 per stage, got channels {config['channels']}, depths {config['depths']}")
-    return config
+    if name not in _DM_TABLE:
+        raise ValueError(f"Unknown timm dm_nfnet variant {variant!r}. Choose one of {', '.join(_DM_TABLE)}.")
+    nfnet_variant, crop_pct = _DM_TABLE[name]
+    test_imsize = variants.VARIANTS[nfnet_variant]["test_imsize"]
+    padding = math.floor(test_imsize / crop_pct) - test_imsize
+    return variants.get_config(nfnet_variant, **{"eval_padding": padding, **overrides})
 
 
 def canonical_name(variant):
     """`"timm/ECA_NFNet_L0"` or `"eca_nfnet_l0"` -> `"eca_nfnet_l0"`."""
-    if not isinstance(variant, str):
-        raise TypeError(f"variant must be a string, got {type(variant).__name__}")
-    return variant.strip().lower().removeprefix(REGISTRY_PREFIX)
+    return applications.canonical_variant(variant, prefix=REGISTRY_PREFIX)
 
 
 def registry_name(variant):
@@ -146,9 +180,10 @@ def TimmNFNet(
             `timm/` prefix is accepted).
         include_top, weights, input_tensor, input_shape, pooling, classes,
         classifier_activation, name: as in `keras.applications` (see
-            `ECANFNetL0`). `weights`: None or a path (timm's
-            `model.safetensors`, a Keras weights file); `"imagenet"` is
-            refused until the Hub download exists.
+            `ECANFNetL0`). `weights`: None, `"imagenet"` (timm's
+            `model.safetensors` from the Hugging Face Hub; not for
+            `eca_nfnet_l3`) or a path (timm's `model.safetensors`, a Keras
+            weights file).
         stochdepth_rate: the last block's drop rate; block i of N gets
             `rate * i / (N - 1)` (timm's `drop_path_rate` schedule; the drop
             itself is DeepMind's, without timm's 1/keep rescale). timm's default is 0.
@@ -162,10 +197,12 @@ def TimmNFNet(
     """
     config = get_config(variant, **config_overrides)
     variant_name = canonical_name(variant)
-    no_imagenet = (
-        f"weights='imagenet' is not available for timm/{variant_name}: the Hugging Face Hub download is not "
-        "implemented. Pass the path of timm's model.safetensors instead."
-    )
+    no_imagenet = None
+    if variant_name not in timm_weights.IMAGENET_WEIGHTS:
+        no_imagenet = (
+            f"weights='imagenet' is not available for timm/{variant_name}: timm publishes no pretrained weights "
+            "for it. Pass the path of a weights file instead."
+        )
     applications.check_arguments(include_top, weights, pooling, classes, classifier_activation, no_imagenet)
     input_shape = applications.input_shape(input_shape, input_tensor, config["test_imsize"], include_top, weights)
     img_input = applications.image_input(input_shape, input_tensor)
@@ -201,8 +238,61 @@ def TimmNFNet(
         include_top,
         classes,
     )
-    if weights is not None:
+    if weights == "imagenet":
+        timm_weights.load_imagenet(model, variant_name)
+    elif weights is not None:
         timm_weights.load_weights(model, weights)
+    return model
+
+
+def DMNFNet(
+    variant="dm_nfnet_f0",
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name=None,
+    **kwargs,
+):
+    """Builds timm's `dm_nfnet_fX`: our NFNet-FX with timm's evaluation settings and timm's weights.
+
+    Args:
+        variant: `"dm_nfnet_f0"` ... `"dm_nfnet_f6"` (a `timm/` prefix is accepted).
+        include_top, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name: as in `keras.applications`.
+        weights: `None`, `"imagenet"` (timm's `dm_nfnet_fX.dm_in1k`
+            `model.safetensors` from the Hugging Face Hub) or the path of a
+            weights file (as for `nfnet_keras.NFNet`).
+        **kwargs: passed to `nfnet_keras.NFNet` (`stochdepth_rate`, `seed`,
+            `remat`, configuration keys).
+
+    Returns:
+        An `NFModel` whose preprocessing is timm's: the test size, crop
+        padding `floor(size / crop_pct) - size`, bicubic, ImageNet mean/std.
+    """
+    variant_name = canonical_name(variant)
+    config = dm_config(variant_name, **{k: v for k, v in kwargs.items() if k in variants.CONFIG_KEYS})
+    # Checked here, before anything is downloaded; NFNet checks its own (weights-free) arguments again.
+    applications.check_arguments(include_top, weights, pooling, classes, classifier_activation)
+    applications.input_shape(input_shape, input_tensor, config["test_imsize"], include_top, weights)
+    kwargs["eval_padding"] = config["eval_padding"]
+    model = nfnet.NFNet(
+        DM_VARIANTS[variant_name],
+        include_top=include_top,
+        weights=None if weights == "imagenet" else weights,
+        input_tensor=input_tensor,
+        input_shape=input_shape,
+        pooling=pooling,
+        classes=classes,
+        classifier_activation=classifier_activation,
+        name=name or variant_name,
+        **kwargs,
+    )
+    if weights == "imagenet":
+        timm_weights.load_imagenet(model, variant_name)
     return model
 
 
@@ -260,7 +350,13 @@ def _application(variant, function_name):
         variant,
         function_name,
         variant,
-        _APPLICATION_DOC.format(variant=variant, test_imsize=VARIANTS[variant]["test_imsize"]),
+        _APPLICATION_DOC.format(
+            variant=variant,
+            test_imsize=VARIANTS[variant]["test_imsize"],
+            imagenet=f"timm's {timm_weights.IMAGENET_WEIGHTS[variant].repo_id}"
+            if variant in timm_weights.IMAGENET_WEIGHTS
+            else "none is published for this model",
+        ),
     )
 
 

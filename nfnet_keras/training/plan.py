@@ -38,7 +38,7 @@ __all__ = [
 
 # Flags that change the training: a model_dir trained with other values holds a different run.
 TRAINING_KEYS = (
-    "variant", "global_batch_size", "epochs", "steps", "learning_rate", "warmup_epochs", "clipping",
+    "variant", "global_batch_size", "epochs", "steps", "learning_rate", "final_learning_rate", "warmup_epochs", "clipping",
     "weight_decay", "label_smoothing", "ema_decay", "sam_rho", "stochdepth_rate", "drop_rate",
     "mixed_precision", "seed", "train_image_size", "eval_image_size", "weights", "randaugment",
     "mixup_cutmix", "crop_area_min", "validation_fraction",

@@ -270,6 +270,7 @@ def _build(settings, plan, source):
         steps_per_epoch=plan.steps_per_epoch,
         total_steps=plan.total_steps,
         warmup_epochs=plan.warmup_epochs,
+        min_value=settings["final_learning_rate"],
     )
     optimizer = NFNetSGD(
         learning_rate=schedule,

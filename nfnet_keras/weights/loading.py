@@ -13,7 +13,6 @@ are Keras' layouts), only names; timm's PyTorch layout needs the transposes
 listed in `timm_to_keras`.
 """
 
-import hashlib
 import io
 import logging
 import os
@@ -459,10 +458,9 @@ def imagenet_weights(variant, cache_dir=None):
         raise ValueError(
             f"No ImageNet weights are published for NFNet-{variant}; available: {', '.join(WEIGHTS_MD5)}"
         )
-    cache_dir = cache_dir or os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    folder = os.path.join(os.path.expanduser(cache_dir), "models", "nfnet_keras")
-    # get_file receives `folder` as an absolute cache_subdir: it saves there, never in its temp-dir fallback.
-    os.makedirs(folder, exist_ok=True)
+    from nfnet_keras.weights import hub  # noqa: PLC0415  (hub imports this module)
+
+    folder = hub.keras_cache_folder(cache_dir)
     md5 = WEIGHTS_MD5[variant]
     converted = os.path.join(folder, f"nfnet_{variant.lower()}_imagenet_{md5[:8]}.npz")
     if os.path.exists(converted):
@@ -476,49 +474,8 @@ def imagenet_weights(variant, cache_dir=None):
 
 
 def _download(file_name, md5, folder):
-    """`folder/file_name`, fetched from `BASE_WEIGHTS_URL` unless it is there with the right md5.
+    """`folder/file_name`, fetched from `BASE_WEIGHTS_URL` unless it is there with the right md5 (`hub.download_file`)."""
+    from nfnet_keras.weights import hub  # noqa: PLC0415  (hub imports this module)
 
-    Raises:
-        WeightsDownloadError: one line naming the file, the URL and the reason
-            (or the file and both hashes), and where to put the file by hand.
-    """
-    import keras  # noqa: PLC0415
-
-    url = BASE_WEIGHTS_URL + file_name
-    target = os.path.join(folder, file_name)  # where get_file keeps it (cache_subdir is absolute)
-    try:
-        return keras.utils.get_file(file_name, url, file_hash=md5, hash_algorithm="md5", cache_subdir=folder)
-    except Exception as error:  # get_file raises a bare Exception for every URL error
-        # get_file deletes a partial download; a complete one that stays failed the md5 check.
-        actual = _md5(target) if os.path.isfile(target) else None
-        if actual is not None and actual != md5:
-            raise WeightsDownloadError(
-                f"the downloaded {file_name} ({target}, from {url}) has md5 {actual}, expected {md5}: an "
-                "incomplete or corrupt download (the next try fetches it again), or a changed file; the expected "
-                "md5 values are third-party records, not published by DeepMind"
-            ) from error
-        raise WeightsDownloadError(
-            f"cannot download {file_name} from {url} ({_first_line_of_cause(error)}): put the file at {target} "
-            "by hand, or pass its path as the weights (--weights PATH)"
-        ) from error
-
-
-def _md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _first_line_of_cause(error):
-    """The first line of the innermost exception of `error`'s chain with a message (the reason)."""
-    chain = []
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    for cause in reversed(chain):
-        lines = str(cause).strip().splitlines()
-        if lines:
-            return lines[0]
-    return type(chain[0]).__name__
+    note = "; the expected md5 values are third-party records, not published by DeepMind"
+    return hub.download_file(file_name, BASE_WEIGHTS_URL + file_name, folder, md5, "md5", hash_note=note)

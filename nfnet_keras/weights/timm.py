@@ -15,6 +15,11 @@ variable has exactly one timm key (`timm_key`) and one layout conversion:
 A state dict is checked against the model by timm's names before anything
 is assigned: a missing, unexpected or mis-shaped tensor is a
 `WeightsMismatchError` (a `ValueError`) whose one-line message names it.
+
+`weights="imagenet"` is timm's pretrained `model.safetensors` from the
+Hugging Face Hub (`IMAGENET_WEIGHTS`, `load_imagenet`), for these models and
+for `timm/dm_nfnet_f0` ... `f6`, our NFNet-F models with timm's port of
+DeepMind's weights (mapped by `nfnet_keras.weights.loading.timm_to_keras`).
 """
 
 import logging
@@ -24,13 +29,41 @@ import re
 import numpy as np
 
 from nfnet_keras.models.base import CLASSIFIER_LAYER
-from nfnet_keras.weights import formats, loading
+from nfnet_keras.weights import formats, hub, loading
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["expected_state_dict", "load_state_dict", "load_weights", "timm_key"]
+__all__ = [
+    "CLASSIFIER_KEY",
+    "DM_PREFIX",
+    "IMAGENET_WEIGHTS",
+    "expected_state_dict",
+    "imagenet_file",
+    "load_imagenet",
+    "load_state_dict",
+    "load_weights",
+    "timm_key",
+]
+
+#: timm's names of its ports of DeepMind's NFNet-F models (our `nfnet.py` architecture).
+DM_PREFIX = "dm_nfnet_"
+# timm model -> pretrained tag of its default_cfgs (timm/models/nfnet.py, checked at commit 36d930ff);
+# eca_nfnet_l3 has none.
+_TAGS = {
+    "eca_nfnet_l0": "ra2_in1k",
+    "eca_nfnet_l1": "ra2_in1k",
+    "eca_nfnet_l2": "ra3_in1k",
+    "nfnet_l0": "ra2_in1k",
+    **{f"{DM_PREFIX}f{i}": "dm_in1k" for i in range(7)},
+}
+#: `{timm model: HubFile}` of the ImageNet weights `weights="imagenet"` loads. The files' sizes and
+#: sha256 are not recorded (not known without reaching the Hub): a file is taken as it comes and
+#: then checked tensor by tensor, by name and shape, against the model.
+IMAGENET_WEIGHTS = {model: hub.HubFile(f"timm/{model}.{tag}") for model, tag in _TAGS.items()}
 
 _HEAD = "head.fc."
+#: timm's classifier kernel, `(classes, features)`.
+CLASSIFIER_KEY = _HEAD + "weight"
 # Keras sub-layer path inside a block -> timm module path.
 _MODULES = {
     "conv1": "conv1",
@@ -206,3 +239,43 @@ def load_weights(model, path):
     if formats.sniff_format(path) == "safetensors":
         return load_state_dict(model, formats.read_safetensors(path), path)
     return loading.load_pretrained(model, path)
+
+
+def imagenet_file(model_name, cache_dir=None):
+    """The local path of timm's ImageNet `model.safetensors` for `model_name` (`hub.fetch`).
+
+    Args:
+        model_name: timm's model name (`"eca_nfnet_l0"`, `"dm_nfnet_f0"`).
+        cache_dir: the Keras cache root (default `$KERAS_HOME` or `~/.keras`).
+
+    Raises:
+        ValueError: for a model without published weights.
+        WeightsDownloadError: when the file is neither cached nor downloadable.
+    """
+    if model_name not in IMAGENET_WEIGHTS:
+        raise ValueError(
+            f"timm publishes no ImageNet weights for {model_name}; available: {', '.join(IMAGENET_WEIGHTS)}"
+        )
+    return hub.fetch(IMAGENET_WEIGHTS[model_name], cache_dir)
+
+
+def load_imagenet(model, model_name, cache_dir=None):
+    """Loads timm's ImageNet weights for `model_name` into `model` (fetched by `imagenet_file`).
+
+    timm's light models load by timm's names (`load_state_dict`); `dm_nfnet_*`
+    into an NFNet-F model by DeepMind's layer names (`loading.load_pretrained`).
+    Either way every tensor is checked by name and shape before anything is
+    assigned, and the classifier is left out for a model without one or with
+    another number of classes.
+
+    Raises:
+        ValueError: for a model without published weights.
+        WeightsDownloadError: when the file is neither cached nor downloadable.
+        WeightsMismatchError: for a file that does not fit the model.
+        CheckpointError: for an unreadable file.
+    """
+    path = imagenet_file(model_name, cache_dir)
+    if model_name.startswith(DM_PREFIX):
+        return loading.load_pretrained(model, path)
+    source = f"timm's {IMAGENET_WEIGHTS[model_name].repo_id} ({path})"
+    return load_state_dict(model, formats.read_safetensors(path), source)

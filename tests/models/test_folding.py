@@ -2,14 +2,19 @@
 
 import keras
 import numpy as np
+import pytest
 
 import nfnet_keras
+from nfnet_keras.models.folding import FoldedNormFreeBlock, FoldedStdConv2D, fold_weight_standardization
+from nfnet_keras.models.timm_nfnet import TimmNFNet
 from nfnet_keras.weights import loading
-from nfnet_keras.models.folding import fold_weight_standardization
+
+# A small eca_nfnet_l0 (8-channel groups, one block per stage) for the cheap timm tests.
+SMALL_TIMM = {"channels": (32, 64, 96, 128), "stem_chs": 32, "group_size": 8, "depths": (1, 1, 1, 1)}
 
 
-def _perturbed_nano(**kwargs):
-    model = nfnet_keras.NFNet("nano", classes=10, input_shape=(None, None, 3), classifier_activation=None, **kwargs)
+def perturbed(model):
+    """Random weights around timm's and DeepMind's inits, gains near 1, so no block is an identity."""
     rng = np.random.default_rng(0)
     for key, variable in loading.model_weights(model).items():
         base = 1.0 if key.endswith("gain") else 0.0
@@ -17,13 +22,27 @@ def _perturbed_nano(**kwargs):
     return model
 
 
+def _perturbed_nano(**kwargs):
+    return perturbed(
+        nfnet_keras.NFNet("nano", classes=10, input_shape=(None, None, 3), classifier_activation=None, **kwargs)
+    )
+
+
+def perturbed_small_timm(**kwargs):
+    kwargs = {"classes": 10, "input_shape": (None, None, 3), "classifier_activation": None, **SMALL_TIMM, **kwargs}
+    return perturbed(TimmNFNet("eca_nfnet_l0", **kwargs))
+
+
+def relative_error(actual, expected):
+    return np.max(np.abs(np.asarray(actual) - np.asarray(expected))) / np.max(np.abs(np.asarray(expected)))
+
+
 def test_folded_model_computes_the_same_function():
     model = _perturbed_nano()
     folded = fold_weight_standardization(model)
     x = np.random.default_rng(1).standard_normal((3, 45, 37, 3)).astype(np.float32)
     expected = np.asarray(model(x, training=False))
-    actual = np.asarray(folded(x, training=False))
-    assert np.max(np.abs(actual - expected)) <= 1e-5 * np.max(np.abs(expected))
+    assert relative_error(folded(x, training=False), expected) <= 1e-5
 
 
 def test_folded_model_has_no_gains_and_plain_kernels():
@@ -38,10 +57,50 @@ def test_folded_model_has_no_gains_and_plain_kernels():
     )
 
 
-def test_folded_model_round_trips_through_keras_saving(tmp_path):
-    folded = fold_weight_standardization(_perturbed_nano(include_top=False, pooling="avg"))
+@pytest.mark.parametrize("build", [_perturbed_nano, perturbed_small_timm], ids=["nano", "timm"])
+def test_folded_model_round_trips_through_keras_saving(tmp_path, build):
+    folded = fold_weight_standardization(build(include_top=False, pooling="avg"))
     path = str(tmp_path / "folded.keras")
     folded.save(path)
     reloaded = keras.saving.load_model(path)
     x = np.random.default_rng(2).standard_normal((2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(reloaded(x)), np.asarray(folded(x)))
+
+
+def test_folded_eca_nfnet_l0_gives_the_same_logits_at_even_64_px():
+    # Even input: timm's symmetric padding samples stride-2 convs one pixel off TensorFlow's SAME.
+    model = perturbed(TimmNFNet("eca_nfnet_l0", input_shape=(None, None, 3), classifier_activation=None))
+    folded = fold_weight_standardization(model)
+    x = np.random.default_rng(1).standard_normal((2, 64, 64, 3)).astype(np.float32)
+    assert relative_error(folded(x, training=False), model(x, training=False)) <= 1e-5
+
+
+def test_folded_timm_model_gives_the_same_logits_at_odd_and_non_square_sizes():
+    model = perturbed_small_timm()
+    folded = fold_weight_standardization(model)
+    x = np.random.default_rng(2).standard_normal((2, 45, 70, 3)).astype(np.float32)
+    assert relative_error(folded(x, training=False), model(x, training=False)) <= 1e-5
+
+
+def test_folded_timm_model_has_no_gains_and_timm_standardised_kernels():
+    model = perturbed_small_timm()
+    folded = fold_weight_standardization(model)
+    keys = set(loading.model_weights(folded))
+    assert keys == {k for k in loading.model_weights(model) if not k.endswith("/gain")}
+    assert isinstance(folded.get_layer("stem_conv1"), FoldedStdConv2D)
+    block = folded.get_layer("stages_1_0")
+    assert isinstance(block, FoldedNormFreeBlock)
+    np.testing.assert_allclose(
+        np.asarray(block.conv2.kernel),
+        np.asarray(model.get_layer("stages_1_0").conv2.standardized_kernel()),
+        rtol=0,
+    )
+
+
+def test_folding_a_folded_timm_model_keeps_its_kernels():
+    folded = fold_weight_standardization(perturbed_small_timm())
+    refolded = fold_weight_standardization(folded)
+    before, after = loading.model_weights(folded), loading.model_weights(refolded)
+    assert set(after) == set(before)
+    for key, variable in after.items():
+        np.testing.assert_array_equal(np.asarray(variable), np.asarray(before[key]))

@@ -154,3 +154,16 @@ def test_a_fixed_input_size_cannot_be_overridden(run):
     directory, _, _ = run
     with pytest.raises(ModelLoadError, match="image size 64 differs from the model's fixed input size 32"):
         load_model(directory, image_size=64)
+
+
+def test_a_timm_name_with_timms_safetensors_loads_them_by_timms_names_with_their_classes(tmp_path):
+    from support.timm_golden import timm_state_dict, write_safetensors
+
+    state = timm_state_dict(seed=0)
+    state["head.fc.weight"], state["head.fc.bias"] = state["head.fc.weight"][:5], state["head.fc.bias"][:5]
+    path = tmp_path / "model.safetensors"
+    write_safetensors(state, path)
+    loaded = load_model(variant="timm/eca_nfnet_l0", weights=str(path), image_size=64)
+    kernel = keras.ops.convert_to_numpy(loaded.model.get_layer("predictions").kernel)
+    np.testing.assert_array_equal(kernel, state["head.fc.weight"].T)
+    assert str(path) in loaded.source

@@ -10,7 +10,12 @@ def test_every_nfnet_variant_is_registered_under_a_lower_case_name():
     names = model_names()
     assert names[:2] == ["nfnet_f0", "nfnet_f0_plus"]
     assert {"nfnet_f7_plus", "nfnet_nano", "nfnet_micro"} <= set(names)
-    assert model_names(pretrained_only=True) == [f"nfnet_f{i}" for i in range(7)]
+    assert model_names(pretrained_only=True)[:7] == [f"nfnet_f{i}" for i in range(7)]
+
+
+def test_models_with_published_weights_are_deepminds_f0_to_f6_and_timms():
+    timm = ["eca_nfnet_l0", "eca_nfnet_l1", "eca_nfnet_l2", "nfnet_l0"] + [f"dm_nfnet_f{i}" for i in range(7)]
+    assert model_names(pretrained_only=True) == [f"nfnet_f{i}" for i in range(7)] + [f"timm/{n}" for n in timm]
 
 
 @pytest.mark.parametrize("spelling", ["nfnet_f0_plus", "F0+", "f0plus", "F0PLUS", " nfnet_F0_plus "])

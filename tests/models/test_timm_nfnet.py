@@ -12,7 +12,7 @@ import math
 import keras
 import numpy as np
 import pytest
-from support.golden import relative_error
+from support.golden import golden_outputs, golden_params, relative_error, write_golden_checkpoint
 from support.subprocesses import run_script
 from support.timm_golden import timm_golden_outputs, timm_spec, timm_state_dict, write_safetensors
 
@@ -279,6 +279,7 @@ def test_model_carries_timms_test_size_full_crop_preprocessing_and_imagenet_clas
 
 def test_timm_names_are_registered_beside_the_existing_ones():
     names = ["timm/eca_nfnet_l0", "timm/eca_nfnet_l1", "timm/eca_nfnet_l2", "timm/eca_nfnet_l3", "timm/nfnet_l0"]
+    names += [f"timm/dm_nfnet_f{i}" for i in range(7)]
     assert [n for n in model_names() if n.startswith("timm/")] == names
     assert {"nfnet_f0", "nf_regnet_b0", "nf_resnet50"} <= set(model_names())
     assert get_spec("timm/ECA_NFNet_L2").config["test_imsize"] == 384
@@ -286,6 +287,140 @@ def test_timm_names_are_registered_beside_the_existing_ones():
     assert exported <= set(nfnet_keras.__all__)
 
 
-def test_imagenet_weights_are_refused_with_one_line():
-    with pytest.raises(ValueError, match=r"^weights='imagenet' is not available for timm/eca_nfnet_l0: [^\n]*$"):
-        create_model(L0, weights="imagenet")
+def test_imagenet_weights_of_eca_nfnet_l3_which_timm_did_not_publish_are_refused_with_one_line(monkeypatch):
+    monkeypatch.setattr(keras.utils, "get_file", None)  # refused before any download
+    with pytest.raises(ValueError, match=r"^weights='imagenet' is not available for timm/eca_nfnet_l3: [^\n]*$"):
+        create_model("timm/eca_nfnet_l3", weights="imagenet")
+
+
+def test_every_timm_name_but_eca_nfnet_l3_has_imagenet_weights():
+    pretrained = [n for n in model_names(pretrained_only=True) if n.startswith("timm/")]
+    assert pretrained == [n for n in model_names() if n.startswith("timm/") and n != "timm/eca_nfnet_l3"]
+
+
+# -- timm's dm_nfnet_f0 ... f6: our NFNet-F (DeepMind's numerics) with timm's weights -------------
+
+DM_F0 = "timm/dm_nfnet_f0"
+DM_F0_REPO = "timm/dm_nfnet_f0.dm_in1k"
+# timm's default_cfgs: test size, and crop padding floor(size / crop_pct) - size (crop_pct .9 ... .956).
+DM_EVAL = {0: (256, 28), 1: (320, 31), 2: (352, 30), 3: (416, 26), 4: (512, 26), 5: (544, 26), 6: (576, 26)}
+# shared/reference/peers.md 1.4: tensors of timm's state dict, parameters.
+DM_SIZES = {
+    0: (233, 71_489_284),
+    1: (437, 132_634_256),
+    2: (641, 193_779_228),
+    3: (845, 254_924_200),
+    4: (1049, 316_069_172),
+    5: (1253, 377_214_144),
+    6: (1457, 438_359_116),
+}
+
+
+def haiku_to_timm(tree, depths):
+    """Test oracle, written from shared/reference/peers.md 1.5: DeepMind's Haiku tree -> timm's dm_nfnet state dict.
+
+    stem_convN -> stem.conv{N+1}; nf_block[_k] (global) -> stages.S.B; conv0/conv1/conv1b/conv2 ->
+    conv1/conv2/conv2b/conv3; conv_shortcut -> downsample.conv; squeeze_excite/linear{,_1} ->
+    attn_last.fc1/fc2; skip_gain -> skipinit_gain; linear -> head.fc. Conv w HWIO -> OIHW, gain
+    (O,) -> (O,1,1,1), SE w (in,out) -> (out,in,1,1), head w (in,out) -> (out,in).
+    """
+    stage_block = [(s, b) for s, depth in enumerate(depths) for b in range(depth)]
+    convs = {"conv0": "conv1", "conv1": "conv2", "conv1b": "conv2b", "conv2": "conv3", "conv_shortcut": "downsample.conv"}
+    state = {}
+    for module, params in tree.items():
+        path = module.split("/~/")[1:]
+        if path == ["linear"]:
+            state["head.fc.weight"], state["head.fc.bias"] = params["w"].T, params["b"]
+            continue
+        if path[0].startswith("stem_conv"):
+            prefix = f"stem.conv{int(path[0][len('stem_conv'):]) + 1}"
+        elif path[0] == "final_conv":
+            prefix = "final_conv"
+        else:
+            s, b = stage_block[int(path[0][len("nf_block_") :] or 0)]
+            if len(path) == 1:
+                state[f"stages.{s}.{b}.skipinit_gain"] = params["skip_gain"]
+                continue
+            if path[1] == "squeeze_excite":
+                fc = {"linear": "fc1", "linear_1": "fc2"}[path[2]]
+                state[f"stages.{s}.{b}.attn_last.{fc}.weight"] = params["w"].T[:, :, None, None]
+                state[f"stages.{s}.{b}.attn_last.{fc}.bias"] = params["b"]
+                continue
+            prefix = f"stages.{s}.{b}.{convs[path[1]]}"
+        state[f"{prefix}.weight"] = params["w"].transpose(3, 2, 0, 1)
+        state[f"{prefix}.bias"] = params["bias"]
+        state[f"{prefix}.gain"] = params["gain"].reshape(-1, 1, 1, 1)
+    return {key: np.array(value, order="C") for key, value in state.items()}
+
+
+def serve_dm_f0_on_a_file_hub(tmp_path, monkeypatch, state):
+    """Serves `state` as timm's dm_nfnet_f0.dm_in1k model.safetensors from a file:// Hub; empty caches."""
+    from nfnet_keras.weights import hub
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.setenv(hub.ENDPOINT_ENV, (tmp_path / "hub").as_uri())
+    path = tmp_path / "hub" / DM_F0_REPO / "resolve" / "main" / "model.safetensors"
+    path.parent.mkdir(parents=True)
+    write_safetensors(state, path)
+
+
+@pytest.fixture(scope="module")
+def dm_golden_state():
+    return haiku_to_timm(golden_params(), depths=(1, 2, 6, 3))
+
+
+@pytest.fixture(scope="module")
+def deepmind_loaded_f0(tmp_path_factory):
+    checkpoint = write_golden_checkpoint(tmp_path_factory.mktemp("dm") / "F0_golden.npz")
+    return nfnet_keras.NFNetF0(weights=str(checkpoint), classifier_activation=None)
+
+
+def test_dm_nfnet_f0_with_timms_weights_computes_exactly_the_deepmind_loaded_logits(
+    tmp_path, monkeypatch, dm_golden_state, deepmind_loaded_f0
+):
+    serve_dm_f0_on_a_file_hub(tmp_path, monkeypatch, dm_golden_state)
+    model = create_model(DM_F0, weights="imagenet", classifier_activation=None)
+    x = golden_outputs()["x"]
+    expected = keras.ops.convert_to_numpy(deepmind_loaded_f0(x, training=False))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x, training=False)), expected)
+
+
+def test_dm_nfnet_wrong_tensor_shape_is_one_line_naming_the_tensor(tmp_path, monkeypatch, dm_golden_state):
+    state = dict(dm_golden_state, **{"stages.1.0.conv1.weight": np.zeros((256, 256, 3, 3), np.float32)})
+    serve_dm_f0_on_a_file_hub(tmp_path, monkeypatch, state)
+    # timm's stages.1.0.conv1 is DeepMind's nf_block_1/conv0, the name the model knows it by.
+    pattern = (
+        r"^Weights from [^\n]* do not fit model 'dm_nfnet_f0': mismatched \(1\): nf_block_1/conv0/kernel "
+        r"\(file shape \(3, 3, 256, 256\), model shape \(1, 1, 256, 256\)\)$"
+    )
+    with pytest.raises(loading.WeightsMismatchError, match=pattern):
+        create_model(DM_F0, weights="imagenet")
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_dm_nfnet_has_timms_state_dict_size(index):
+    tensors, params = DM_SIZES[index]
+    with keras.StatelessScope(initialize_variables=False):
+        model = create_model(f"timm/dm_nfnet_f{index}")
+        assert (len(loading.model_weights(model)), model.count_params()) == (tensors, params)
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_dm_nfnet_is_evaluated_at_timms_test_size_and_crop_pct(index):
+    spec = get_spec(f"timm/dm_nfnet_f{index}")
+    assert (spec.family, spec.pretrained) == ("timm_dm_nfnet", True)
+    assert (spec.config["test_imsize"], spec.config["eval_padding"]) == DM_EVAL[index]
+
+
+def test_dm_nfnet_model_carries_timms_preprocessing_and_its_name():
+    model = create_model(DM_F0, include_top=False)
+    assert (model.preprocessing.image_size, model.preprocessing.crop_padding) == (256, 28)
+    assert model.preprocessing.interpolation == "bicubic"
+    assert model.name == "dm_nfnet_f0"
+
+
+def test_dm_nfnet_imagenet_with_another_classifier_activation_fails_before_download(monkeypatch):
+    monkeypatch.setattr(keras.utils, "get_file", None)
+    with pytest.raises(ValueError, match="Only `None` and `softmax` activations are allowed"):
+        create_model(DM_F0, weights="imagenet", classifier_activation="sigmoid")
