@@ -14,5 +14,5 @@ if __name__ == "__main__":
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nfnet_keras", "predict.py")
     spec = importlib.util.spec_from_file_location("nfnet_predict_command", path)
     command = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(command)  # argparse and sys only; the model code is imported after parsing
+    spec.loader.exec_module(command)  # the standard library only; the model code is imported after parsing
     sys.exit(command.main())
