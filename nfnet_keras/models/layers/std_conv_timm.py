@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from nfnet_keras.models.layers.ws_conv import grouped_conv_mode
+from nfnet_keras.models.layers.ws_conv import grouped_conv, int_pair
 
 
 def symmetric_padding(kernel_size, stride):
@@ -57,8 +57,8 @@ class ScaledStdConv2D(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.filters = int(filters)
-        self.kernel_size = _pair(kernel_size)
-        self.strides = _pair(strides)
+        self.kernel_size = int_pair(kernel_size, "kernel_size")
+        self.strides = int_pair(strides, "strides")
         self.groups = int(groups)
         if self.groups < 1 or self.filters % self.groups:
             raise ValueError(f"filters={filters} must be a positive multiple of groups={groups}")
@@ -132,7 +132,7 @@ class ScaledStdConv2D(keras.layers.Layer):
 
 
 def conv2d_symmetric(inputs, kernel, strides, groups, padding):
-    """Convolution with `padding = (ph, pw)` zeros on each side; grouped ones as `grouped_conv_mode` says."""
+    """Convolution with `padding = (ph, pw)` zeros on each side; grouped ones as `ws_conv.grouped_conv` runs them."""
     kernel_size = tuple(kernel.shape[:2])
     if all(s == 1 and 2 * p == k - 1 for s, p, k in zip(strides, padding, kernel_size)):
         mode = "same"  # the same zeros on each side: no separate pad op.
@@ -140,15 +140,4 @@ def conv2d_symmetric(inputs, kernel, strides, groups, padding):
         mode = "valid"
         if any(padding):
             inputs = ops.pad(inputs, [[0, 0], [padding[0]] * 2, [padding[1]] * 2, [0, 0]])
-    if groups == 1 or grouped_conv_mode() == "native":
-        return ops.conv(inputs, kernel, strides=strides, padding=mode)
-    # One plain convolution per group (the fast form on CPUs, see `grouped_conv_mode`).
-    pairs = zip(ops.split(inputs, groups, axis=-1), ops.split(kernel, groups, axis=-1))
-    return ops.concatenate([ops.conv(x, k, strides=strides, padding=mode) for x, k in pairs], axis=-1)
-
-
-def _pair(value):
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2:
-        raise ValueError(f"expected an int or a pair, got {value!r}")
-    return tuple(int(v) for v in pair)
+    return grouped_conv(inputs, kernel, strides, groups, mode)

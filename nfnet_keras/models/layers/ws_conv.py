@@ -57,8 +57,8 @@ class WSConv2D(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.filters = int(filters)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
+        self.kernel_size = int_pair(kernel_size, "kernel_size")
+        self.strides = int_pair(strides, "strides")
         self.groups = int(groups)
         if self.groups < 1 or self.filters % self.groups:
             raise ValueError(f"filters={filters} must be a positive multiple of groups={groups}")
@@ -147,15 +147,22 @@ class WSConv2D(keras.layers.Layer):
 
 def conv2d_same(inputs, kernel, strides, groups):
     """"SAME" convolution; grouped ones as one op or as `groups` convs, see `grouped_conv_mode`."""
+    return grouped_conv(inputs, kernel, strides, groups, "same")
+
+
+def grouped_conv(inputs, kernel, strides, groups, padding):
+    """`ops.conv` with `groups` groups: one grouped op, or one conv per group (`grouped_conv_mode`).
+
+    Args:
+        padding: `"same"` or `"valid"`, as for `ops.conv`.
+    """
     if groups == 1 or grouped_conv_mode() == "native":
-        return ops.conv(inputs, kernel, strides=strides, padding="same")
+        return ops.conv(inputs, kernel, strides=strides, padding=padding)
     # Group g reads input channels [g*k, (g+1)*k) and writes output channels
     # [g*n, (g+1)*n): the same function as the grouped op, term for term.
     xs = ops.split(inputs, groups, axis=-1)
     ks = ops.split(kernel, groups, axis=-1)
-    return ops.concatenate(
-        [ops.conv(x, k, strides=strides, padding="same") for x, k in zip(xs, ks)], axis=-1
-    )
+    return ops.concatenate([ops.conv(x, k, strides=strides, padding=padding) for x, k in zip(xs, ks)], axis=-1)
 
 
 def grouped_conv_mode():
@@ -198,7 +205,8 @@ def _default_device_is_cpu():
     return True
 
 
-def _pair(value, name):
+def int_pair(value, name):
+    """An int or a pair of ints as `(int, int)`; a ValueError naming `name` otherwise."""
     if isinstance(value, int):
         return (value, value)
     value = tuple(int(v) for v in value)
