@@ -131,4 +131,8 @@ class StopOnSignal(keras.callbacks.Callback):
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         if self.is_chief:
             checkpoint.save_state(self.model, self.path, step)
-        raise Stopped(self.signals.received or "a signal to another host", step, self.path)
+        raise self.stopped(step)
+
+    def stopped(self, step):
+        """The `Stopped` error for a stop at `step` (its checkpoint written)."""
+        return Stopped(self.signals.received or "a signal to another host", step, self.path)

@@ -176,7 +176,7 @@ def run(settings):
         with engine.scope():
             raw, ema_metrics = _evaluate(trainer, eval_ds, with_ema=bool(settings["ema_decay"]), callbacks=[stopper])
         if stopper.stopping:  # the checkpoint at the last step is written: the rerun only evaluates
-            raise preemption.Stopped(signals.received or "a signal to another host", plan.total_steps, run_dir.checkpoint)
+            raise stopper.stopped(plan.total_steps)
     results = {
         "variant": settings["variant"],
         "dataset": settings["dataset"],
