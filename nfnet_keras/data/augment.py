@@ -497,30 +497,31 @@ def rotate(image, degrees, replace=REPLACE_VALUE):
 
 def translate_x(image, pixels, replace=REPLACE_VALUE):
     """Move the content ``pixels`` to the left (``out[:, x] = in[:, x + pixels]``)."""
-    p = tf.cast(pixels, tf.float32)
-    one, zero = tf.ones_like(p), tf.zeros_like(p)
-    return _projective(image, [one, zero, p, zero, one, zero, zero, zero], replace)
+    return _identity_but(image, 2, pixels, replace)
 
 
 def translate_y(image, pixels, replace=REPLACE_VALUE):
     """Move the content ``pixels`` up (``out[y] = in[y + pixels]``)."""
-    p = tf.cast(pixels, tf.float32)
-    one, zero = tf.ones_like(p), tf.zeros_like(p)
-    return _projective(image, [one, zero, zero, zero, one, p, zero, zero], replace)
+    return _identity_but(image, 5, pixels, replace)
 
 
 def shear_x(image, level, replace=REPLACE_VALUE):
     """Shear along x: ``out[y, x] = in[y, x + level * y]``."""
-    s = tf.cast(level, tf.float32)
-    one, zero = tf.ones_like(s), tf.zeros_like(s)
-    return _projective(image, [one, s, zero, zero, one, zero, zero, zero], replace)
+    return _identity_but(image, 1, level, replace)
 
 
 def shear_y(image, level, replace=REPLACE_VALUE):
     """Shear along y: ``out[y, x] = in[y + level * x, x]``."""
-    s = tf.cast(level, tf.float32)
-    one, zero = tf.ones_like(s), tf.zeros_like(s)
-    return _projective(image, [one, zero, zero, s, one, zero, zero, zero], replace)
+    return _identity_but(image, 3, level, replace)
+
+
+def _identity_but(image, position, value, replace):
+    """The projective transform that is the identity but for ``value`` at ``position`` of its 8 entries."""
+    value = tf.cast(value, tf.float32)
+    one, zero = tf.ones_like(value), tf.zeros_like(value)
+    matrix = [one, zero, zero, zero, one, zero, zero, zero]
+    matrix[position] = value
+    return _projective(image, matrix, replace)
 
 
 def posterize(image, bits):

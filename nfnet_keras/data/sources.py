@@ -336,15 +336,7 @@ class ImageSource:
         return decode_image(raw)
 
     def make_dataset(
-        self,
-        split,
-        *,
-        num_shards=1,
-        shard_index=0,
-        shuffle=False,
-        seed=None,
-        shuffle_buffer=None,
-        repeat=False,
+        self, split, *, num_shards=1, shard_index=0, shuffle=False, seed=None, shuffle_buffer=None, repeat=False
     ):
         """A ``tf.data.Dataset`` of ``(raw, label int64)`` for ``split``.
 
@@ -373,12 +365,8 @@ class ImageSource:
             epochs = tf.data.Dataset.range(2**62 if repeat else 1)
             ds = epochs.flat_map(permutation)
         else:
-            ds = tf.data.Dataset.from_tensor_slices(local)
-            if shuffle:
-                buffer = max(1, len(local) if shuffle_buffer is None else min(int(shuffle_buffer), len(local)))
-                ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-            if repeat:
-                ds = ds.repeat()
+            buffer = len(local) if shuffle_buffer is None else min(int(shuffle_buffer), len(local))
+            ds = _shuffled_and_repeated(tf.data.Dataset.from_tensor_slices(local), shuffle, buffer, seed, repeat)
         if self.kind == "pixels":
             data = tf.constant(part.data, dtype=tf.uint8)
         else:
@@ -459,15 +447,7 @@ class _TFDSSource(ImageSource):
         return ds.map(checked)
 
     def make_dataset(
-        self,
-        split,
-        *,
-        num_shards=1,
-        shard_index=0,
-        shuffle=False,
-        seed=None,
-        shuffle_buffer=None,
-        repeat=False,
+        self, split, *, num_shards=1, shard_index=0, shuffle=False, seed=None, shuffle_buffer=None, repeat=False
     ):
         """Like :meth:`ImageSource.make_dataset`; shuffles files plus a buffer.
 
@@ -490,12 +470,17 @@ class _TFDSSource(ImageSource):
         ds = self._read(split, shuffle=shuffle, seed=seed)
         if num_shards > 1:
             ds = ds.shard(num_shards, shard_index)
-        if shuffle:
-            buffer = 10_000 if shuffle_buffer is None else int(shuffle_buffer)
-            ds = ds.shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        return ds
+        buffer = 10_000 if shuffle_buffer is None else int(shuffle_buffer)
+        return _shuffled_and_repeated(ds, shuffle, buffer, seed, repeat)
+
+
+def _shuffled_and_repeated(ds, shuffle, buffer, seed, repeat):
+    """`ds` shuffled through a buffer of `buffer` (at least 1) examples, reshuffled every epoch, and repeated."""
+    if shuffle:
+        ds = ds.shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return ds
 
 
 # ---------------------------------------------------------------------------
@@ -843,13 +828,18 @@ def from_arrays(images, labels, class_names=None, split="train", name="arrays"):
             raise DatasetError(f"{name}: images[{key!r}] must be (N, H, W, 3), got {array.shape}")
         if array.dtype != np.uint8:
             raise DatasetError(f"{name}: images[{key!r}] must be uint8 (0..255), got {array.dtype}")
-        lab = np.asarray(labels[key], dtype=np.int64).reshape(-1)
-        if len(lab) != len(array):
-            raise DatasetError(f"{name}: {len(array)} images but {len(lab)} labels in split {key!r}")
-        splits[key] = _Split(array, lab, None)
+        splits[key] = _labelled_split(name, key, array, labels[key])
     if class_names is None:
         class_names = _numbered_class_names(splits)
     return _finish(name, class_names, splits, "pixels", False, False)
+
+
+def _labelled_split(name, split, images, labels):
+    """A `_Split` of in-memory `images` and their integer `labels`, one each."""
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(labels) != len(images):
+        raise DatasetError(f"{name}: {len(images)} images but {len(labels)} labels in split {split!r}")
+    return _Split(images, labels, None)
 
 
 def from_encoded(encoded, labels, class_names=None, split="train", name="encoded", verify=True, skip_corrupt=False):
@@ -861,10 +851,7 @@ def from_encoded(encoded, labels, class_names=None, split="train", name="encoded
         items_arr = np.empty(len(items), dtype=object)
         for i, item in enumerate(items):
             items_arr[i] = bytes(item)
-        lab = np.asarray(labels[key], dtype=np.int64).reshape(-1)
-        if len(lab) != len(items_arr):
-            raise DatasetError(f"{name}: {len(items_arr)} images but {len(lab)} labels in split {key!r}")
-        splits[key] = _Split(items_arr, lab, None)
+        splits[key] = _labelled_split(name, key, items_arr, labels[key])
     if class_names is None:
         class_names = _numbered_class_names(splits)
     return _finish(name, class_names, splits, "bytes", verify, skip_corrupt)

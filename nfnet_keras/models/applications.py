@@ -6,6 +6,8 @@ only; their arguments follow `keras.applications` and are checked here, once.
 """
 
 import copy
+import dataclasses
+import inspect
 import os
 
 import keras
@@ -15,15 +17,27 @@ from nfnet_keras.models.base import CLASSIFIER_LAYER, IMAGENET_CLASSES, NFModel
 from nfnet_keras.preprocessing.settings import EvalPreprocessing
 
 __all__ = [
+    "ARGUMENTS_DOC",
+    "Arguments",
+    "application_doc",
     "application_function",
+    "build_model",
+    "family_builder",
     "canonical_variant",
     "check_arguments",
     "classification_head",
+    "config_function",
     "image_input",
-    "input_shape",
     "make_model",
+    "no_imagenet_message",
+    "resolve_input_shape",
+    "unpublished_weights_doc",
     "variant_config",
 ]
+
+#: The `Args:` lines every family's `keras.applications`-style function shares.
+ARGUMENTS_DOC = """include_top, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name: as in `keras.applications`."""
 
 #: The smallest input side every family accepts (five stride-2 stages).
 MIN_INPUT_SIZE = 32
@@ -82,6 +96,32 @@ def variant_config(family, variants, variant, name, overrides, stage_keys):
     return config
 
 
+def config_function(family, variants, canonical_name, stage_keys):
+    """A family's `get_config(variant, **overrides)`: `variant_config` on its table.
+
+    Args:
+        family, variants, stage_keys: as for `variant_config`.
+        canonical_name: the family's spelling function (`canonical_variant`).
+    """
+
+    def get_config(variant, **overrides):
+        return variant_config(family, variants, variant, canonical_name(variant), overrides, stage_keys)
+
+    get_config.__doc__ = f"""The configuration of one {family} variant ({', '.join(variants)}), with `overrides` applied.
+
+    Raises:
+        ValueError: for an unknown variant or key.
+    """
+    return get_config
+
+
+def unpublished_weights_doc(family):
+    """What `weights` accepts for a DeepMind family without published weights, for `application_doc`."""
+    return f"""`None` (random init) or the path of a weights file (a
+            DeepMind-layout checkpoint, a Keras `.weights.h5`). DeepMind
+            published no {family} weights, so `"imagenet"` is refused."""
+
+
 def check_arguments(include_top, weights, pooling, classes, classifier_activation, no_imagenet=None):
     """Checks the `keras.applications` arguments before anything is built or downloaded.
 
@@ -118,7 +158,7 @@ def check_arguments(include_top, weights, pooling, classes, classifier_activatio
         )
 
 
-def input_shape(shape, input_tensor, default_size, include_top, weights):
+def resolve_input_shape(shape, input_tensor, default_size, include_top, weights):
     """The `(height, width, 3)` input shape: the given one, the tensor's, or the default.
 
     Without a top the default is `(None, None, 3)`; with one, the family's test size.
@@ -202,15 +242,130 @@ def make_model(img_input, input_tensor, outputs, name, shape, test_imsize, eval_
     )
 
 
-def application_function(builder, variant, function_name, default_name, doc, default_weights=None):
+@dataclasses.dataclass(frozen=True)
+class Arguments:
+    """The `keras.applications` arguments of one build, as the caller gave them."""
+
+    include_top: bool = True
+    weights: object = None
+    input_tensor: object = None
+    input_shape: tuple = None
+    pooling: str = None
+    classes: int = 1000
+    classifier_activation: object = "softmax"
+    name: str = None
+
+    def check(self, config, no_imagenet=None):
+        """Checks every argument (`check_arguments`) and returns the input shape (`resolve_input_shape`).
+
+        Args:
+            config: the variant's configuration (its `test_imsize` is the default size).
+            no_imagenet: as in `check_arguments`.
+
+        Raises:
+            ValueError: for an invalid argument or combination, before anything is built or downloaded.
+        """
+        check_arguments(
+            self.include_top, self.weights, self.pooling, self.classes, self.classifier_activation, no_imagenet
+        )
+        return resolve_input_shape(
+            self.input_shape, self.input_tensor, config["test_imsize"], self.include_top, self.weights
+        )
+
+
+def no_imagenet_message(model, released):
+    """The refusal of `weights="imagenet"` for a model without published weights (`check_arguments`)."""
+    return f"No ImageNet weights are published for {model}: {released}. Use weights=None or a path."
+
+
+def build_model(features, config, arguments, default_name, *, seed, head_stddev, no_imagenet=None, load_weights=None):
+    """Checks the arguments, builds the input, the family's features, the head and the `NFModel`, loads weights.
+
+    Args:
+        features: `features(images) -> x`, the family's network from the
+            image input to its activated final feature map.
+        config: the variant's configuration (`test_imsize`, `eval_padding`,
+            `drop_rate` are read here).
+        arguments: the caller's `Arguments`.
+        default_name: the model's name where `arguments.name` is None.
+        seed: optional dropout seed.
+        head_stddev: the standard deviation of the classifier's normal
+            initialisation; 0 for zeros (DeepMind's differ per family).
+        no_imagenet: as in `check_arguments`.
+        load_weights: `load_weights(model, weights)`, the family's loader of
+            `arguments.weights` when they are not None.
+
+    Raises:
+        ValueError: for an invalid argument or combination, before anything is built.
+    """
+    shape = arguments.check(config, no_imagenet)
+    images = image_input(shape, arguments.input_tensor)
+    x = classification_head(
+        features(images),
+        arguments.include_top,
+        arguments.pooling,
+        arguments.classes,
+        arguments.classifier_activation,
+        config["drop_rate"],
+        seed,
+        keras.initializers.RandomNormal(0.0, head_stddev) if head_stddev else "zeros",
+    )
+    model = make_model(
+        images,
+        arguments.input_tensor,
+        x,
+        arguments.name or default_name,
+        shape,
+        config["test_imsize"],
+        config["eval_padding"],
+        arguments.include_top,
+        arguments.classes,
+    )
+    if arguments.weights is not None and load_weights is not None:
+        load_weights(model, arguments.weights)
+    return model
+
+
+def application_doc(summary, reference, default_size, weights, builder):
+    """The docstring of a variant's `keras.applications`-style function.
+
+    Args:
+        summary: the first line (`"Instantiates the NF-RegNet-B0 architecture ..."`).
+        reference: the function it reproduces (`"DeepMind's Haiku ..."`).
+        default_size: the default input size, in words.
+        weights: what `weights` accepts, in words.
+        builder: the family builder that takes the other keywords, in words.
+    """
+    return f"""{summary}
+
+    Numerically the same function as
+    {reference} in evaluation mode.
+    Inputs are RGB images normalised with `nfnet_keras.preprocess_input`
+    (ImageNet mean/std on 0-255 values), NHWC; the default size is
+    {default_size}.
+
+    Args:
+        include_top, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name: as in `keras.applications`.
+        weights: {weights}
+        **kwargs: passed to {builder}.
+
+    Returns:
+        An `NFModel` carrying its evaluation preprocessing and class names.
+    """
+
+
+def application_function(build, variant, function_name, doc, default_name=None, default_weights=None):
     """A `keras.applications`-style function for one variant of a family.
 
     Args:
-        builder: the family's builder, called as `builder(variant, **arguments)`.
+        build: the family's `build(variant, arguments, **family_arguments)`,
+            called with the `Arguments` and the remaining keywords.
         variant: the family's variant name.
         function_name: the public name (`"NFNetF0"`).
-        default_name: the default model name (`"nfnet_f0"`).
         doc: the function's docstring.
+        default_name: the default model name (`"nfnet_f0"`); None lets the
+            family name it.
         default_weights: `"imagenet"` where published weights exist, else None.
     """
 
@@ -225,19 +380,41 @@ def application_function(builder, variant, function_name, default_name, doc, def
         name=default_name,
         **kwargs,
     ):
-        return builder(
-            variant,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-            **kwargs,
+        arguments = Arguments(
+            include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation, name
         )
+        return build(variant, arguments, **kwargs)
 
     application.__name__ = application.__qualname__ = function_name
     application.__doc__ = doc
     return application
+
+
+def family_builder(build, default_variant, function_name, doc):
+    """A family's public builder: `builder(variant, <keras.applications arguments>, <the family's own>)`.
+
+    The builder takes the arguments of `application_function`'s functions
+    after `variant`, then `build`'s own as keywords (`stochdepth_rate`, ...);
+    its signature, as `inspect` and `help` show it, lists all three.
+
+    Args:
+        build: as in `application_function`.
+        default_variant: the variant built when none is named.
+        function_name: the public name (`"NFNet"`).
+        doc: the builder's docstring.
+    """
+
+    def builder(variant=default_variant, *args, **kwargs):
+        return application_function(build, variant, function_name, doc)(*args, **kwargs)
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    application_parameters = inspect.signature(application_function(build, default_variant, function_name, doc))
+    own_parameters = list(inspect.signature(build).parameters.values())[2:]  # after variant, arguments
+    builder.__signature__ = inspect.Signature(
+        [inspect.Parameter("variant", kind, default=default_variant)]
+        + [p for p in application_parameters.parameters.values() if p.kind is kind]
+        + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind is kind else p for p in own_parameters]
+    )
+    builder.__name__ = builder.__qualname__ = function_name
+    builder.__doc__ = doc
+    return builder

@@ -38,15 +38,8 @@ class FoldedStdConv2D(ScaledStdConv2D):
     """
 
     def build(self, input_shape):
-        in_channels = input_shape[-1]
-        if in_channels is None or in_channels % self.groups:
-            raise ValueError(f"{self.name}: input channels {in_channels} do not fit groups={self.groups}")
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=self.kernel_size + (in_channels // self.groups, self.filters),
-            initializer=self.kernel_initializer,
-        )
-        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
+        self.add_kernel(input_shape, autocast=True)
+        self.add_bias()
 
     def standardized_kernel(self):
         """The float32 kernel the convolution uses: `kernel` itself."""

@@ -11,12 +11,13 @@ not a key of its nonlinearity table; its `experiment_nf_regnets.py` passes
 `'silu'`, and so does every model here. No weights were published.
 """
 
-import math
+import functools
 
 import keras
 
 from nfnet_keras.models import applications
-from nfnet_keras.models.layers import NFBlock, ScaledActivation, WSConv2D
+from nfnet_keras.models.layers import ScaledActivation, WSConv2D
+from nfnet_keras.models.nf_stages import nf_stages
 from nfnet_keras.weights import loading
 
 FAMILY = "nf_regnet"
@@ -59,58 +60,15 @@ CONFIG_KEYS = tuple(VARIANTS["B0"])
 
 __all__ = ["NFRegNet"] + [f"NFRegNet{variant}" for variant in VARIANTS]
 
-_APPLICATION_DOC = """Instantiates the NF-RegNet-{variant} architecture (Brock et al., ICLR 2021).
-
-    Numerically the same function as DeepMind's Haiku
-    `NF_RegNet(variant='{variant}', activation='silu')` in evaluation mode.
-    Inputs are RGB images normalised with `nfnet_keras.preprocess_input`
-    (ImageNet mean/std on 0-255 values), NHWC. The default size is the
-    variant's test resolution ({test_imsize} px).
-
-    Args:
-        include_top, input_tensor, input_shape, pooling, classes,
-        classifier_activation, name: as in `keras.applications`.
-        weights: `None` (random init) or the path of a weights file (a
-            DeepMind-layout checkpoint, a Keras `.weights.h5`). DeepMind
-            published no NF-RegNet weights, so `"imagenet"` is refused.
-        **kwargs: passed to `nfnet_keras.models.nf_regnet.NFRegNet`.
-
-    Returns:
-        An `NFModel`.
-    """
-
-
-def get_config(variant, **overrides):
-    """The configuration of an NF-RegNet variant (`"B0"` ... `"B8"`), with `overrides` applied.
-
-    Raises:
-        ValueError: for an unknown variant or key.
-    """
-    return applications.variant_config(
-        "NF-RegNet", VARIANTS, variant, canonical_name(variant), overrides, ("widths", "depths")
-    )
-
-
 def canonical_name(variant):
     """`"b0"` -> `"B0"`."""
     return applications.canonical_variant(variant, upper=True)
 
 
-def NFRegNet(
-    variant="B0",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
-    stochdepth_rate=0.1,
-    seed=None,
-    remat=False,
-    **config_overrides,
-):
+get_config = applications.config_function("NF-RegNet", VARIANTS, canonical_name, ("widths", "depths"))
+
+
+def build(variant, arguments, stochdepth_rate=0.1, seed=None, remat=False, **config_overrides):
     """Builds an NF-RegNet.
 
     Args:
@@ -120,9 +78,7 @@ def NFRegNet(
             `NFRegNetB0`).
         stochdepth_rate: stochastic-depth rate; block i of N gets
             `rate * i / N` (DeepMind's default and experiment value: 0.1).
-        seed: optional seed for stochastic depth and dropout.
-        remat: recompute each block's residual branch in the backward pass
-            (see `nfnet_keras.models.layers.NFBlock`).
+        seed, remat: as for `nfnet_keras.NFNet`.
         **config_overrides: keys of `CONFIG_KEYS` overriding the variant's
             values (`drop_rate`, `width_multiplier`, `activation`, ...).
 
@@ -136,78 +92,42 @@ def NFRegNet(
     """
     config = get_config(variant, **config_overrides)
     variant_name = canonical_name(variant)
-    no_imagenet = f"No ImageNet weights are published for NF-RegNet-{variant_name}: DeepMind released none. "
-    no_imagenet += "Use weights=None or a path."
-    applications.check_arguments(include_top, weights, pooling, classes, classifier_activation, no_imagenet)
-    input_shape = applications.input_shape(input_shape, input_tensor, config["test_imsize"], include_top, weights)
-    img_input = applications.image_input(input_shape, input_tensor)
+    features = functools.partial(_features, config=config, stochdepth_rate=stochdepth_rate, seed=seed, remat=remat)
+    no_imagenet = applications.no_imagenet_message(f"NF-RegNet-{variant_name}", "DeepMind released none")
+    name, load = default_name(variant_name), loading.load_pretrained
+    return applications.build_model(
+        features, config, arguments, name, seed=seed, head_stddev=0.0, no_imagenet=no_imagenet, load_weights=load
+    )
 
-    channels = int(config["widths"][0] * config["width_multiplier"])
-    x = WSConv2D(channels, 3, strides=2, name="initial_conv")(img_input)
-    x, channels = _body(x, channels, config, stochdepth_rate, seed, remat)
+
+NFRegNet = applications.family_builder(build, "B0", "NFRegNet", build.__doc__)
+
+
+def _features(images, config, stochdepth_rate, seed, remat):
+    """The stem, the stages and the final conv and activation (DeepMind's `NF_RegNet.__call__` before the head)."""
+    widths = [int(width * config["width_multiplier"]) for width in config["widths"]]
+    x = WSConv2D(widths[0], 3, strides=2, name="initial_conv")(images)
+    x, channels = nf_stages(
+        x,
+        widths[0],
+        [(width, depth, 2) for width, depth in zip(widths, config["depths"])],
+        alpha=config["alpha"],
+        stochdepth_rate=stochdepth_rate,
+        seed=seed,
+        remat=remat,
+        # EfficientNet's rule: no expansion in the very first block.
+        first_block={"expansion": 1.0},
+        expansion=config["expansion"],
+        group_width=config["group_width"],
+        big_width=False,
+        se_ratio=config["se_ratio"],
+        se_position="bottleneck",
+        activation=config["activation"],
+        use_two_convs=False,
+    )
     # DeepMind's rounding: int(1280 * ch // 440), 960 for B0's 330 channels.
     x = WSConv2D(int(1280 * channels // 440), 1, name="final_conv")(x)
-    x = ScaledActivation(config["activation"], name="final_act")(x)
-    x = applications.classification_head(
-        x,
-        include_top,
-        pooling,
-        classes,
-        classifier_activation,
-        config["drop_rate"],
-        seed,
-        kernel_initializer="zeros",
-    )
-    model = applications.make_model(
-        img_input,
-        input_tensor,
-        x,
-        name or default_name(variant_name),
-        input_shape,
-        config["test_imsize"],
-        config["eval_padding"],
-        include_top,
-        classes,
-    )
-    if weights is not None:
-        loading.load_pretrained(model, weights)
-    return model
-
-
-def _body(x, channels, config, stochdepth_rate, seed, remat):
-    """DeepMind's block loop; returns the output and its channels."""
-    num_blocks = sum(config["depths"])
-    expected_std = 1.0
-    index = 0
-    for stage, (width, depth) in enumerate(zip(config["widths"], config["depths"])):
-        out_channels = int(width * config["width_multiplier"])
-        for j in range(depth):
-            x = NFBlock(
-                channels,
-                out_channels,
-                # EfficientNet's rule: no expansion in the very first block.
-                expansion=1.0 if index == 0 else config["expansion"],
-                group_width=config["group_width"],
-                big_width=False,
-                stride=2 if j == 0 else 1,
-                beta=1.0 / expected_std,
-                alpha=config["alpha"],
-                se_ratio=config["se_ratio"],
-                se_position="bottleneck",
-                stochdepth_rate=stochdepth_rate * index / num_blocks,
-                activation=config["activation"],
-                use_two_convs=False,
-                seed=None if seed is None else seed + index,
-                remat=remat,
-                name=f"nf_block_{index}",
-            )(x)
-            if j == 0:
-                expected_std = 1.0
-            expected_std = math.sqrt(expected_std**2 + config["alpha"] ** 2)
-            channels = out_channels
-            index += 1
-        x = keras.layers.Identity(name=f"stage{stage + 1}")(x)
-    return x, channels
+    return ScaledActivation(config["activation"], name="final_act")(x)
 
 
 def default_name(variant):
@@ -217,11 +137,17 @@ def default_name(variant):
 
 def _application(variant):
     return applications.application_function(
-        NFRegNet,
+        build,
         variant,
         f"NFRegNet{variant}",
-        default_name(variant),
-        _APPLICATION_DOC.format(variant=variant, test_imsize=VARIANTS[variant]["test_imsize"]),
+        applications.application_doc(
+            f"Instantiates the NF-RegNet-{variant} architecture (Brock et al., ICLR 2021).",
+            f"DeepMind's Haiku `NF_RegNet(variant='{variant}', activation='silu')`",
+            f"the variant's test resolution ({VARIANTS[variant]['test_imsize']} px)",
+            applications.unpublished_weights_doc("NF-RegNet"),
+            "`nfnet_keras.models.nf_regnet.NFRegNet`",
+        ),
+        default_name=default_name(variant),
     )
 
 

@@ -12,12 +12,13 @@ passed); ours is 0, no dropout, unless `drop_rate` is given. No weights were
 published.
 """
 
-import math
+import functools
 
 import keras
 
 from nfnet_keras.models import applications
-from nfnet_keras.models.layers import NFBlock, ScaledActivation, WSConv2D
+from nfnet_keras.models.layers import ScaledActivation, WSConv2D
+from nfnet_keras.models.nf_stages import nf_stages
 from nfnet_keras.weights import loading
 
 FAMILY = "nf_resnet"
@@ -61,58 +62,15 @@ CONFIG_KEYS = tuple(VARIANTS["50"])
 
 __all__ = ["NFResNet"] + [f"NFResNet{variant}" for variant in VARIANTS]
 
-_APPLICATION_DOC = """Instantiates the NF-ResNet-{variant} architecture (Brock et al., ICLR 2021).
-
-    Numerically the same function as DeepMind's Haiku
-    `NF_ResNet(variant='ResNet{variant}')` in evaluation mode. Inputs are RGB
-    images normalised with `nfnet_keras.preprocess_input` (ImageNet mean/std
-    on 0-255 values), NHWC, 224 px by default.
-
-    Args:
-        include_top, input_tensor, input_shape, pooling, classes,
-        classifier_activation, name: as in `keras.applications`.
-        weights: `None` (random init) or the path of a weights file (a
-            DeepMind-layout checkpoint, a Keras `.weights.h5`). DeepMind
-            published no NF-ResNet weights, so `"imagenet"` is refused.
-        **kwargs: passed to `nfnet_keras.models.nf_resnet.NFResNet`
-            (`use_se`, `drop_rate`, ...).
-
-    Returns:
-        An `NFModel`.
-    """
-
-
-def get_config(variant, **overrides):
-    """The configuration of an NF-ResNet variant (`"50"` ... `"600"`), with `overrides` applied.
-
-    Raises:
-        ValueError: for an unknown variant or key.
-    """
-    return applications.variant_config(
-        "NF-ResNet", VARIANTS, variant, canonical_name(variant), overrides, ("widths", "depths", "strides")
-    )
-
-
 def canonical_name(variant):
     """`"ResNet50"`, `"resnet50"`, `50` -> `"50"`."""
     return applications.canonical_variant(variant, prefix="resnet", integers=True)
 
 
-def NFResNet(
-    variant="50",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
-    stochdepth_rate=0.1,
-    seed=None,
-    remat=False,
-    **config_overrides,
-):
+get_config = applications.config_function("NF-ResNet", VARIANTS, canonical_name, ("widths", "depths", "strides"))
+
+
+def build(variant, arguments, stochdepth_rate=0.1, seed=None, remat=False, **config_overrides):
     """Builds an NF-ResNet.
 
     Args:
@@ -123,9 +81,7 @@ def NFResNet(
             `NFResNet50`).
         stochdepth_rate: stochastic-depth rate; block i of N gets
             `rate * i / N` (DeepMind's default: 0.1).
-        seed: optional seed for stochastic depth and dropout.
-        remat: recompute each block's residual branch in the backward pass
-            (see `nfnet_keras.models.layers.NFBlock`).
+        seed, remat: as for `nfnet_keras.NFNet`.
         **config_overrides: keys of `CONFIG_KEYS` overriding the variant's
             values (`use_se`, `drop_rate`, `skip_gain_init`, ...).
 
@@ -138,79 +94,43 @@ def NFResNet(
     """
     config = get_config(variant, **config_overrides)
     variant_name = canonical_name(variant)
-    no_imagenet = f"No ImageNet weights are published for NF-ResNet-{variant_name}: DeepMind released none. "
-    no_imagenet += "Use weights=None or a path."
-    applications.check_arguments(include_top, weights, pooling, classes, classifier_activation, no_imagenet)
-    input_shape = applications.input_shape(input_shape, input_tensor, config["test_imsize"], include_top, weights)
-    img_input = applications.image_input(input_shape, input_tensor)
+    features = functools.partial(_features, config=config, stochdepth_rate=stochdepth_rate, seed=seed, remat=remat)
+    no_imagenet = applications.no_imagenet_message(f"NF-ResNet-{variant_name}", "DeepMind released none")
+    name, load = default_name(variant_name), loading.load_pretrained
+    return applications.build_model(
+        features, config, arguments, name, seed=seed, head_stddev=0.01, no_imagenet=no_imagenet, load_weights=load
+    )
 
+
+NFResNet = applications.family_builder(build, "50", "NFResNet", build.__doc__)
+
+
+def _features(images, config, stochdepth_rate, seed, remat):
+    """The stem, the stages and the final activation (DeepMind's `NF_ResNet.__call__` before the head)."""
     channels = int(config["stem_width"] * config["width_multiplier"])
-    x = WSConv2D(channels, 7, strides=2, name="initial_conv")(img_input)
+    x = WSConv2D(channels, 7, strides=2, name="initial_conv")(images)
     # No activation before the pool: the first block activates its input.
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
-    x = _body(x, channels, config, stochdepth_rate, seed, remat)
-    x = ScaledActivation(config["activation"], name="final_act")(x)
-    x = applications.classification_head(
+    widths = [int(width * config["width_multiplier"]) for width in config["widths"]]
+    x, _ = nf_stages(
         x,
-        include_top,
-        pooling,
-        classes,
-        classifier_activation,
-        config["drop_rate"],
-        seed,
-        kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
+        channels,
+        list(zip(widths, config["depths"], config["strides"])),
+        alpha=config["alpha"],
+        stochdepth_rate=stochdepth_rate,
+        seed=seed,
+        remat=remat,
+        expansion=config["bottleneck_ratio"],
+        group_width=None,
+        big_width=True,
+        se_ratio=config["se_ratio"],
+        se_position="output" if config["use_se"] else None,
+        downsample="strided_conv",
+        activation=config["activation"],
+        use_two_convs=False,
+        skip_gain_init=config["skip_gain_init"],
     )
-    model = applications.make_model(
-        img_input,
-        input_tensor,
-        x,
-        name or default_name(variant_name),
-        input_shape,
-        config["test_imsize"],
-        config["eval_padding"],
-        include_top,
-        classes,
-    )
-    if weights is not None:
-        loading.load_pretrained(model, weights)
-    return model
-
-
-def _body(x, channels, config, stochdepth_rate, seed, remat):
-    """DeepMind's block loop."""
-    num_blocks = sum(config["depths"])
-    expected_std = 1.0
-    index = 0
-    for stage, (width, depth, stride) in enumerate(zip(config["widths"], config["depths"], config["strides"])):
-        out_channels = int(width * config["width_multiplier"])
-        for j in range(depth):
-            x = NFBlock(
-                channels,
-                out_channels,
-                expansion=config["bottleneck_ratio"],
-                group_width=None,
-                big_width=True,
-                stride=stride if j == 0 else 1,
-                beta=1.0 / expected_std,
-                alpha=config["alpha"],
-                se_ratio=config["se_ratio"],
-                se_position="output" if config["use_se"] else None,
-                downsample="strided_conv",
-                stochdepth_rate=stochdepth_rate * index / num_blocks,
-                activation=config["activation"],
-                use_two_convs=False,
-                skip_gain_init=config["skip_gain_init"],
-                seed=None if seed is None else seed + index,
-                remat=remat,
-                name=f"nf_block_{index}",
-            )(x)
-            if j == 0:
-                expected_std = 1.0
-            expected_std = math.sqrt(expected_std**2 + config["alpha"] ** 2)
-            channels = out_channels
-            index += 1
-        x = keras.layers.Identity(name=f"stage{stage + 1}")(x)
-    return x
+    return ScaledActivation(config["activation"], name="final_act")(x)
 
 
 def default_name(variant):
@@ -219,9 +139,14 @@ def default_name(variant):
 
 
 def _application(variant):
-    return applications.application_function(
-        NFResNet, variant, f"NFResNet{variant}", default_name(variant), _APPLICATION_DOC.format(variant=variant)
+    doc = applications.application_doc(
+        f"Instantiates the NF-ResNet-{variant} architecture (Brock et al., ICLR 2021).",
+        f"DeepMind's Haiku `NF_ResNet(variant='ResNet{variant}')`",
+        "224 px",
+        applications.unpublished_weights_doc("NF-ResNet"),
+        "`nfnet_keras.models.nf_resnet.NFResNet` (`use_se`, `drop_rate`, ...)",
     )
+    return applications.application_function(build, variant, f"NFResNet{variant}", doc, default_name(variant))
 
 
 NFResNet50 = _application("50")

@@ -1,16 +1,17 @@
 """NFNet-F models (DeepMind's `nfnet.py`) as `NFModel`s, in the `keras.applications` style."""
 
-import math
+import functools
 
 import keras
 
 from nfnet_keras.models import applications, variants
+from nfnet_keras.models.layers import ScaledActivation, WSConv2D
+from nfnet_keras.models.nf_stages import nf_stages
+from nfnet_keras.weights import loading
 
 # The keras.applications-style functions, one per variant of `variants.VARIANTS`
 # starting with F, are defined at the end of this module.
 __all__ = ["NFNet"] + ["NFNet" + v.replace("+", "Plus") for v in variants.variant_names()]
-from nfnet_keras.weights import loading
-from nfnet_keras.models.layers import NFBlock, ScaledActivation, WSConv2D
 
 _APPLICATION_DOC = """Instantiates the NFNet-{variant} architecture (Brock et al., 2021).
 
@@ -45,21 +46,7 @@ _APPLICATION_DOC = """Instantiates the NFNet-{variant} architecture (Brock et al
     """
 
 
-def NFNet(
-    variant="F0",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
-    stochdepth_rate=0.1,
-    seed=None,
-    remat=False,
-    **config_overrides,
-):
+def build(variant, arguments, stochdepth_rate=0.1, seed=None, remat=False, **config_overrides):
     """Builds an NFNet from the variant table or a custom configuration.
 
     Args:
@@ -97,81 +84,45 @@ def NFNet(
     variant_name = variants.canonical_name(variant) if isinstance(variant, str) else None
     no_imagenet = None
     if variant_name not in variants.PRETRAINED_VARIANTS:
-        no_imagenet = (
-            f"No ImageNet weights are published for NFNet-{variant_name or 'custom'}: DeepMind released "
-            f"{', '.join(variants.PRETRAINED_VARIANTS)} only. Use weights=None or a path."
-        )
-    applications.check_arguments(include_top, weights, pooling, classes, classifier_activation, no_imagenet)
-    input_shape = applications.input_shape(input_shape, input_tensor, config["test_imsize"], include_top, weights)
-    img_input = applications.image_input(input_shape, input_tensor)
-
-    x = _stem(img_input, config)
-    x = _body(x, config, stochdepth_rate, seed, remat)
-    final_channels = int(config["final_conv_mult"] * config["widths"][-1])
-    x = WSConv2D(final_channels, 1, name="final_conv")(x)
-    x = ScaledActivation(config["activation"], name="final_act")(x)
-    x = applications.classification_head(
-        x,
-        include_top,
-        pooling,
-        classes,
-        classifier_activation,
-        config["drop_rate"],
-        seed,
-        kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
+        released = f"DeepMind released {', '.join(variants.PRETRAINED_VARIANTS)} only"
+        no_imagenet = applications.no_imagenet_message(f"NFNet-{variant_name or 'custom'}", released)
+    features = functools.partial(_features, config=config, stochdepth_rate=stochdepth_rate, seed=seed, remat=remat)
+    name = _default_name(variant_name) if variant_name else "nfnet"
+    load = functools.partial(loading.load_pretrained, variant=variant_name)
+    return applications.build_model(
+        features, config, arguments, name, seed=seed, head_stddev=0.01, no_imagenet=no_imagenet, load_weights=load
     )
-    if name is None:
-        name = _default_name(variant_name) if variant_name else "nfnet"
-    model = applications.make_model(
-        img_input, input_tensor, x, name, input_shape, config["test_imsize"], config["eval_padding"], include_top, classes
-    )
-    if weights is not None:
-        loading.load_pretrained(model, weights, variant=variant_name)
-    return model
 
 
-def _stem(x, config):
+NFNet = applications.family_builder(build, "F0", "NFNet", build.__doc__)
+
+
+def _features(images, config, stochdepth_rate, seed, remat):
+    """The stem, the stages and the final conv and activation (DeepMind's `NFNet.__call__` before the head)."""
     stem_channels = tuple(config["stem_widths"]) + (config["widths"][0] // 2,)
+    x = images
     for i, channels in enumerate(stem_channels):
         x = WSConv2D(channels, 3, strides=2 if i in (0, 3) else 1, name=f"stem_conv{i}")(x)
         if i < 3:  # no activation after stem_conv3: the first block activates its input.
             x = ScaledActivation(config["activation"], name=f"stem_act{i}")(x)
-    return x
-
-
-def _body(x, config, stochdepth_rate, seed, remat):
-    num_blocks = sum(config["depths"])
-    in_channels = config["widths"][0] // 2
-    expected_std = 1.0
-    index = 0
-    for stage, (width, depth, stride) in enumerate(
-        zip(config["widths"], config["depths"], config["strides"])
-    ):
-        for j in range(depth):
-            x = NFBlock(
-                in_channels,
-                width,
-                expansion=config["expansion"],
-                group_width=config["group_width"],
-                big_width=config["big_width"],
-                stride=stride if j == 0 else 1,
-                beta=1.0 / expected_std,
-                alpha=config["alpha"],
-                se_ratio=config["se_ratio"],
-                stochdepth_rate=stochdepth_rate * index / num_blocks,
-                activation=config["activation"],
-                use_two_convs=config["use_two_convs"],
-                seed=None if seed is None else seed + index,
-                remat=remat,
-                name=f"nf_block_{index}",
-            )(x)
-            if j == 0:
-                expected_std = 1.0
-            expected_std = math.sqrt(expected_std**2 + config["alpha"] ** 2)
-            in_channels = width
-            index += 1
-        x = keras.layers.Identity(name=f"stage{stage + 1}")(x)
-    return x
+    x, _ = nf_stages(
+        x,
+        stem_channels[-1],
+        list(zip(config["widths"], config["depths"], config["strides"])),
+        alpha=config["alpha"],
+        stochdepth_rate=stochdepth_rate,
+        seed=seed,
+        remat=remat,
+        expansion=config["expansion"],
+        group_width=config["group_width"],
+        big_width=config["big_width"],
+        se_ratio=config["se_ratio"],
+        activation=config["activation"],
+        use_two_convs=config["use_two_convs"],
+    )
+    final_channels = int(config["final_conv_mult"] * config["widths"][-1])
+    x = WSConv2D(final_channels, 1, name="final_conv")(x)
+    return ScaledActivation(config["activation"], name="final_act")(x)
 
 
 def _default_name(variant):
@@ -180,11 +131,11 @@ def _default_name(variant):
 
 def _application(variant):
     return applications.application_function(
-        NFNet,
+        build,
         variant,
         "NFNet" + variant.replace("+", "Plus"),
-        _default_name(variant),
         _APPLICATION_DOC.format(variant=variant, test_imsize=variants.VARIANTS[variant]["test_imsize"]),
+        default_name=_default_name(variant),
         default_weights="imagenet" if variant in variants.PRETRAINED_VARIANTS else None,
     )
 

@@ -26,6 +26,8 @@ numerics: tanh GELU, eps as a floor under the variance) under timm's names
 evaluates them (test size, `crop_pct`), loading timm's `model.safetensors`.
 """
 
+import dataclasses
+import functools
 import math
 
 import keras
@@ -96,38 +98,6 @@ DM_VARIANTS = {name: variant for name, (variant, _) in _DM_TABLE.items()}
 
 __all__ = ["TimmNFNet", "ECANFNetL0", "ECANFNetL1", "ECANFNetL2", "ECANFNetL3", "NFNetL0"]
 
-_APPLICATION_DOC = """Instantiates timm's `{variant}`.
-
-    Numerically the same function as `timm.create_model("{variant}")` in
-    evaluation mode. Inputs are RGB images normalised with
-    `nfnet_keras.preprocess_input` (ImageNet mean/std on 0-255 values), NHWC.
-    The default size is timm's test size ({test_imsize} px).
-
-    Args:
-        include_top, input_tensor, input_shape, pooling, classes,
-        classifier_activation, name: as in `keras.applications`.
-        weights: `None` (random init), `"imagenet"` (timm's published
-            weights, from the Hugging Face cache or downloaded; {imagenet}) or
-            the path of a weights file: timm's `model.safetensors` for this
-            model, or a Keras `.weights.h5`.
-        **kwargs: passed to `nfnet_keras.models.timm_nfnet.TimmNFNet`.
-
-    Returns:
-        An `NFModel`.
-    """
-
-
-def get_config(variant, **overrides):
-    """The configuration of a timm variant (`"eca_nfnet_l0"`, ...), with `overrides` applied.
-
-    Raises:
-        ValueError: for an unknown variant or key.
-    """
-    return applications.variant_config(
-        "timm NFNet", VARIANTS, variant, canonical_name(variant), overrides, ("channels", "depths")
-    )
-
-
 def dm_config(variant, **overrides):
     """The NFNet-F configuration of timm's `dm_nfnet_fX`, evaluated as timm evaluates it.
 
@@ -153,26 +123,15 @@ def canonical_name(variant):
     return applications.canonical_variant(variant, prefix=REGISTRY_PREFIX)
 
 
+get_config = applications.config_function("timm NFNet", VARIANTS, canonical_name, ("channels", "depths"))
+
+
 def registry_name(variant):
     """The registry name of a variant: `"eca_nfnet_l0"` -> `"timm/eca_nfnet_l0"`."""
     return REGISTRY_PREFIX + canonical_name(variant)
 
 
-def TimmNFNet(
-    variant="eca_nfnet_l0",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
-    stochdepth_rate=0.0,
-    seed=None,
-    remat=False,
-    **config_overrides,
-):
+def build(variant, arguments, stochdepth_rate=0.0, seed=None, remat=False, **config_overrides):
     """Builds one of timm's light NFNets.
 
     Args:
@@ -187,8 +146,7 @@ def TimmNFNet(
         stochdepth_rate: the last block's drop rate; block i of N gets
             `rate * i / (N - 1)` (timm's `drop_path_rate` schedule; the drop
             itself is DeepMind's, without timm's 1/keep rescale). timm's default is 0.
-        seed: optional seed for stochastic depth and dropout.
-        remat: recompute each block's residual branch in the backward pass.
+        seed, remat: as for `nfnet_keras.NFNet`.
         **config_overrides: keys of `CONFIG_KEYS` (`drop_rate`, `depths`, ...).
 
     Returns:
@@ -203,60 +161,15 @@ def TimmNFNet(
             f"weights='imagenet' is not available for timm/{variant_name}: timm publishes no pretrained weights "
             "for it. Pass the path of a weights file instead."
         )
-    applications.check_arguments(include_top, weights, pooling, classes, classifier_activation, no_imagenet)
-    input_shape = applications.input_shape(input_shape, input_tensor, config["test_imsize"], include_top, weights)
-    img_input = applications.image_input(input_shape, input_tensor)
-
-    gamma = GAMMAS[config["activation"]]
-    conv = {"gamma": gamma, "eps": config["std_conv_eps"]}
-    x, channels = _stem(img_input, config, conv)
-    x, channels = _body(x, channels, config, stochdepth_rate, seed, remat)
-    num_features = make_divisible(
-        config["width_factor"] * int(config["channels"][-1] * config["feat_mult"]), config["ch_div"]
+    features = functools.partial(_features, config=config, stochdepth_rate=stochdepth_rate, seed=seed, remat=remat)
+    name = variant_name
+    load = functools.partial(timm_weights.load, model_name=variant_name)
+    return applications.build_model(
+        features, config, arguments, name, seed=seed, head_stddev=0.01, no_imagenet=no_imagenet, load_weights=load
     )
-    x = ScaledStdConv2D(num_features, 1, name="final_conv", **conv)(x)
-    # Plain: timm's gamma lives in the convs, and no conv follows this one.
-    x = ScaledActivation(config["activation"], gamma=1.0, name="final_act")(x)
-    x = applications.classification_head(
-        x,
-        include_top,
-        pooling,
-        classes,
-        classifier_activation,
-        config["drop_rate"],
-        seed,
-        kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
-    )
-    model = applications.make_model(
-        img_input,
-        input_tensor,
-        x,
-        name or variant_name,
-        input_shape,
-        config["test_imsize"],
-        config["eval_padding"],
-        include_top,
-        classes,
-    )
-    if weights == "imagenet":
-        timm_weights.load_imagenet(model, variant_name)
-    elif weights is not None:
-        timm_weights.load_weights(model, weights)
-    return model
 
 
-def DMNFNet(
-    variant="dm_nfnet_f0",
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
-    **kwargs,
-):
+def build_dm(variant, arguments, **kwargs):
     """Builds timm's `dm_nfnet_fX`: our NFNet-FX with timm's evaluation settings and timm's weights.
 
     Args:
@@ -275,25 +188,36 @@ def DMNFNet(
     """
     variant_name = canonical_name(variant)
     config = dm_config(variant_name, **{k: v for k, v in kwargs.items() if k in variants.CONFIG_KEYS})
-    # Checked here, before anything is downloaded; NFNet checks its own (weights-free) arguments again.
-    applications.check_arguments(include_top, weights, pooling, classes, classifier_activation)
-    applications.input_shape(input_shape, input_tensor, config["test_imsize"], include_top, weights)
+    arguments.check(config)  # before anything is downloaded
     kwargs["eval_padding"] = config["eval_padding"]
-    model = nfnet.NFNet(
-        DM_VARIANTS[variant_name],
-        include_top=include_top,
-        weights=None if weights == "imagenet" else weights,
-        input_tensor=input_tensor,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        name=name or variant_name,
-        **kwargs,
+    # NFNet-FX loads a weights file itself; timm's "imagenet" is loaded here.
+    nfnet_arguments = dataclasses.replace(
+        arguments,
+        weights=None if arguments.weights == "imagenet" else arguments.weights,
+        name=arguments.name or variant_name,
     )
-    if weights == "imagenet":
+    model = nfnet.build(DM_VARIANTS[variant_name], nfnet_arguments, **kwargs)
+    if arguments.weights == "imagenet":
         timm_weights.load_imagenet(model, variant_name)
     return model
+
+
+DMNFNet = applications.family_builder(build_dm, "dm_nfnet_f0", "DMNFNet", build_dm.__doc__)
+TimmNFNet = applications.family_builder(build, "eca_nfnet_l0", "TimmNFNet", build.__doc__)
+
+
+def _features(images, config, stochdepth_rate, seed, remat):
+    """The stem, the stages and the final conv and activation (timm's `NormFreeNet.forward_features`)."""
+    # timm folds the activation's gamma into every conv (ScaledStdConv2D's `gamma`).
+    conv = {"gamma": GAMMAS[config["activation"]], "eps": config["std_conv_eps"]}
+    x, channels = _stem(images, config, conv)
+    x, channels = _body(x, channels, config, stochdepth_rate, seed, remat)
+    num_features = make_divisible(
+        config["width_factor"] * int(config["channels"][-1] * config["feat_mult"]), config["ch_div"]
+    )
+    x = ScaledStdConv2D(num_features, 1, name="final_conv", **conv)(x)
+    # Plain: timm's gamma lives in the convs, and no conv follows this one.
+    return ScaledActivation(config["activation"], gamma=1.0, name="final_act")(x)
 
 
 def _stem(x, config, conv):
@@ -344,19 +268,30 @@ def _body(x, channels, config, stochdepth_rate, seed, remat):
     return x, channels
 
 
+def _weights_doc(variant):
+    if variant in timm_weights.IMAGENET_WEIGHTS:
+        published = f"timm's {timm_weights.IMAGENET_WEIGHTS[variant].repo_id}"
+    else:
+        published = "none is published for this model"
+    return f"""`None` (random init), `"imagenet"` (timm's published
+            weights, from the Hugging Face cache or downloaded;
+            {published}) or the path of a weights file: timm's
+            `model.safetensors` for this model, or a Keras `.weights.h5`."""
+
+
 def _application(variant, function_name):
     return applications.application_function(
-        TimmNFNet,
+        build,
         variant,
         function_name,
-        variant,
-        _APPLICATION_DOC.format(
-            variant=variant,
-            test_imsize=VARIANTS[variant]["test_imsize"],
-            imagenet=f"timm's {timm_weights.IMAGENET_WEIGHTS[variant].repo_id}"
-            if variant in timm_weights.IMAGENET_WEIGHTS
-            else "none is published for this model",
+        applications.application_doc(
+            f"Instantiates timm's `{variant}`.",
+            f'`timm.create_model("{variant}")`',
+            f"timm's test size ({VARIANTS[variant]['test_imsize']} px)",
+            _weights_doc(variant),
+            "`nfnet_keras.models.timm_nfnet.TimmNFNet`",
         ),
+        default_name=variant,
     )
 
 

@@ -143,6 +143,12 @@ class Engine:
         self.process_index = int(process_index)
         self.devices = tuple(devices)
 
+    @classmethod
+    def for_strategy(cls, kind, strategy, devices, num_hosts=1):
+        """A TensorFlow engine around `strategy`, with as many replicas as it keeps in sync."""
+        replicas = strategy.num_replicas_in_sync
+        return cls("tensorflow", kind, strategy=strategy, num_replicas=replicas, num_hosts=num_hosts, devices=devices)
+
     @property
     def is_chief(self):
         """True on process 0 (the one that should write checkpoints/logs)."""
@@ -254,14 +260,8 @@ def _tf_engine(tpu, devices, job_addresses, num_processes, process_id):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         strategy = tf.distribute.TPUStrategy(resolver)
-        return Engine(
-            "tensorflow",
-            "tpu",
-            strategy=strategy,
-            num_replicas=strategy.num_replicas_in_sync,
-            num_hosts=strategy.extended.num_hosts,
-            devices=[d.name for d in tf.config.list_logical_devices("TPU")],
-        )
+        tpus = [d.name for d in tf.config.list_logical_devices("TPU")]
+        return Engine.for_strategy("tpu", strategy, tpus, num_hosts=strategy.extended.num_hosts)
     if devices is None or isinstance(devices, int):
         gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
         pool = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -278,14 +278,7 @@ def _tf_engine(tpu, devices, job_addresses, num_processes, process_id):
     if len(devices) == 1:
         strategy = tf.distribute.OneDeviceStrategy(devices[0])
         return Engine("tensorflow", "one_device", strategy=strategy, devices=devices)
-    strategy = tf.distribute.MirroredStrategy(devices)
-    return Engine(
-        "tensorflow",
-        "mirrored",
-        strategy=strategy,
-        num_replicas=strategy.num_replicas_in_sync,
-        devices=devices,
-    )
+    return Engine.for_strategy("mirrored", tf.distribute.MirroredStrategy(devices), devices)
 
 
 def _jax_engine(tpu, devices, job_addresses, num_processes, process_id, auto_shard_dataset):

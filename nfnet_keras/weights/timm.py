@@ -39,6 +39,7 @@ __all__ = [
     "IMAGENET_WEIGHTS",
     "expected_state_dict",
     "imagenet_file",
+    "load",
     "load_imagenet",
     "load_state_dict",
     "load_weights",
@@ -239,6 +240,13 @@ def load_weights(model, path):
     if formats.sniff_format(path) == "safetensors":
         return load_state_dict(model, formats.read_safetensors(path), path)
     return loading.load_pretrained(model, path)
+
+
+def load(model, weights, model_name):
+    """Loads `weights` into a model of timm's `model_name`: `"imagenet"` (`load_imagenet`) or a file."""
+    if weights == "imagenet":
+        return load_imagenet(model, model_name)
+    return load_weights(model, weights)
 
 
 def imagenet_file(model_name, cache_dir=None):

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from nfnet_keras.models.layers.ws_conv import grouped_conv, int_pair
+from nfnet_keras.models.layers.ws_conv import StandardizedConv2D, grouped_conv
 
 
 def symmetric_padding(kernel_size, stride):
@@ -14,7 +14,7 @@ def symmetric_padding(kernel_size, stride):
 
 
 @keras.saving.register_keras_serializable(package="nfnet_keras")
-class ScaledStdConv2D(keras.layers.Layer):
+class ScaledStdConv2D(StandardizedConv2D):
     """2-D convolution with timm's scaled weight standardisation (`timm.layers.ScaledStdConv2d`).
 
     Each output channel's kernel is standardised over (kh, kw, in/groups) with
@@ -42,62 +42,20 @@ class ScaledStdConv2D(keras.layers.Layer):
             (defaults: timm's kaiming normal, fan-in, linear; zeros; ones).
     """
 
-    def __init__(
-        self,
-        filters,
-        kernel_size,
-        strides=1,
-        groups=1,
-        gamma=1.0,
-        eps=1e-6,
-        kernel_initializer=None,
-        bias_initializer="zeros",
-        gain_initializer="ones",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.kernel_size = int_pair(kernel_size, "kernel_size")
-        self.strides = int_pair(strides, "strides")
-        self.groups = int(groups)
-        if self.groups < 1 or self.filters % self.groups:
-            raise ValueError(f"filters={filters} must be a positive multiple of groups={groups}")
+    def __init__(self, filters, kernel_size, strides=1, groups=1, gamma=1.0, eps=1e-6, **kwargs):
+        super().__init__(filters, kernel_size, strides=strides, groups=groups, eps=eps, **kwargs)
         self.gamma = float(gamma)
-        self.eps = float(eps)
         self.padding = tuple(symmetric_padding(k, s) for k, s in zip(self.kernel_size, self.strides))
-        self.kernel_initializer = keras.initializers.get(
-            kernel_initializer or keras.initializers.VarianceScaling(1.0, "fan_in", "untruncated_normal")
-        )
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.gain_initializer = keras.initializers.get(gain_initializer)
 
     def build(self, input_shape):
-        in_channels = input_shape[-1]
-        if in_channels is None:
-            raise ValueError(f"{self.name}: the channel dimension of the input must be known")
-        if in_channels % self.groups:
-            raise ValueError(f"{self.name}: input channels {in_channels} are not divisible by groups={self.groups}")
-        # timm's order (weight, bias, gain); autocast=False: the standardisation reads float32.
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=self.kernel_size + (in_channels // self.groups, self.filters),
-            initializer=self.kernel_initializer,
-            autocast=False,
-        )
-        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
-        self.gain = self.add_weight(
-            name="gain", shape=(self.filters,), initializer=self.gain_initializer, autocast=False
-        )
-
-    @property
-    def fan_in(self):
-        return math.prod(self.kernel_size) * self.kernel.shape[2]
+        # timm's order: weight, bias, gain.
+        self.add_kernel(input_shape)
+        self.add_bias()
+        self.add_gain()
 
     def standardized_kernel(self):
         """The float32 kernel `W_hat` the convolution uses."""
-        kernel = ops.cast(ops.convert_to_tensor(self.kernel), "float32")
-        mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
-        var = ops.var(kernel, axis=(0, 1, 2), keepdims=True)
+        kernel, mean, var = self.kernel_moments()
         # timm computes gamma / sqrt(fan_in) in Python, then multiplies the gain by it.
         scale = ops.cast(self.gain, "float32") * (self.gamma / math.sqrt(self.fan_in))
         return (kernel - mean) * ops.rsqrt(var + self.eps) * scale
@@ -114,21 +72,7 @@ class ScaledStdConv2D(keras.layers.Layer):
         return (input_shape[0], *spatial, self.filters)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "filters": self.filters,
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
-                "groups": self.groups,
-                "gamma": self.gamma,
-                "eps": self.eps,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "gain_initializer": keras.initializers.serialize(self.gain_initializer),
-            }
-        )
-        return config
+        return {**super().get_config(), "gamma": self.gamma}
 
 
 def conv2d_symmetric(inputs, kernel, strides, groups, padding):

@@ -10,8 +10,103 @@ from keras import ops
 GROUPED_CONV_MODES = ("auto", "native", "split")
 
 
+class StandardizedConv2D(keras.layers.Layer):
+    """What DeepMind's `WSConv2D` and timm's `ScaledStdConv2D` share: arguments, checks, weights, config.
+
+    A base class: subclasses add their weights in their own order (checkpoints
+    depend on it) with `add_kernel`, `add_gain` and `add_bias`, and define the
+    standardisation and the padding.
+
+    Args:
+        filters: number of output channels.
+        kernel_size: int or (kh, kw).
+        strides: int or (sh, sw).
+        groups: number of channel groups (grouped convolution).
+        eps: the standardisation's epsilon (each subclass says where it goes).
+        kernel_initializer, bias_initializer, gain_initializer: initialisers
+            (defaults: fan-in normal, as DeepMind's `VarianceScaling(1.0,
+            'fan_in', 'normal')` and timm's kaiming normal with a linear gain;
+            zeros; ones).
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        groups=1,
+        eps=1e-4,
+        kernel_initializer=None,
+        bias_initializer="zeros",
+        gain_initializer="ones",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int_pair(kernel_size, "kernel_size")
+        self.strides = int_pair(strides, "strides")
+        self.groups = int(groups)
+        if self.groups < 1 or self.filters % self.groups:
+            raise ValueError(f"filters={filters} must be a positive multiple of groups={groups}")
+        self.eps = float(eps)
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer or keras.initializers.VarianceScaling(1.0, "fan_in", "untruncated_normal")
+        )
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.gain_initializer = keras.initializers.get(gain_initializer)
+
+    def add_kernel(self, input_shape, autocast=False):
+        """Checks the input channels and adds `kernel` (kh, kw, in/groups, filters); float32 unless `autocast`."""
+        in_channels = input_shape[-1]
+        if in_channels is None:
+            raise ValueError(f"{self.name}: the channel dimension of the input must be known")
+        if in_channels % self.groups:
+            raise ValueError(f"{self.name}: input channels {in_channels} are not divisible by groups={self.groups}")
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=self.kernel_size + (in_channels // self.groups, self.filters),
+            initializer=self.kernel_initializer,
+            autocast=autocast,
+        )
+
+    def add_gain(self):
+        """Adds the per-channel `gain`, kept in float32 (the standardisation reads it)."""
+        self.gain = self.add_weight(
+            name="gain", shape=(self.filters,), initializer=self.gain_initializer, autocast=False
+        )
+
+    def add_bias(self):
+        """Adds the per-channel `bias`."""
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
+
+    @property
+    def fan_in(self):
+        return math.prod(self.kernel_size) * self.kernel.shape[2]
+
+    def kernel_moments(self):
+        """The float32 kernel with its per-output-channel mean and population variance."""
+        kernel = ops.cast(ops.convert_to_tensor(self.kernel), "float32")
+        return kernel, ops.mean(kernel, axis=(0, 1, 2), keepdims=True), ops.var(kernel, axis=(0, 1, 2), keepdims=True)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "groups": self.groups,
+                "eps": self.eps,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "gain_initializer": keras.initializers.serialize(self.gain_initializer),
+            }
+        )
+        return config
+
+
 @keras.saving.register_keras_serializable(package="nfnet_keras")
-class WSConv2D(keras.layers.Layer):
+class WSConv2D(StandardizedConv2D):
     """2-D convolution with scaled weight standardisation, as in DeepMind's NFNets.
 
     Each output channel's kernel is standardised over (kh, kw, in/groups) with
@@ -42,71 +137,23 @@ class WSConv2D(keras.layers.Layer):
         kernel_initializer, bias_initializer, gain_initializer: initialisers.
     """
 
-    def __init__(
-        self,
-        filters,
-        kernel_size,
-        strides=1,
-        groups=1,
-        eps=1e-4,
-        standardize=True,
-        kernel_initializer=None,
-        bias_initializer="zeros",
-        gain_initializer="ones",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.kernel_size = int_pair(kernel_size, "kernel_size")
-        self.strides = int_pair(strides, "strides")
-        self.groups = int(groups)
-        if self.groups < 1 or self.filters % self.groups:
-            raise ValueError(f"filters={filters} must be a positive multiple of groups={groups}")
-        self.eps = float(eps)
+    def __init__(self, filters, kernel_size, strides=1, groups=1, eps=1e-4, standardize=True, **kwargs):
+        super().__init__(filters, kernel_size, strides=strides, groups=groups, eps=eps, **kwargs)
         self.standardize = bool(standardize)
-        # DeepMind: VarianceScaling(1.0, 'fan_in', 'normal') = plain normal, std 1/sqrt(fan_in).
-        self.kernel_initializer = keras.initializers.get(
-            kernel_initializer
-            or keras.initializers.VarianceScaling(1.0, "fan_in", "untruncated_normal")
-        )
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.gain_initializer = keras.initializers.get(gain_initializer)
 
     def build(self, input_shape):
-        in_channels = input_shape[-1]
-        if in_channels is None:
-            raise ValueError(f"{self.name}: the channel dimension of the input must be known")
-        if in_channels % self.groups:
-            raise ValueError(
-                f"{self.name}: input channels {in_channels} are not divisible by groups={self.groups}"
-            )
-        kernel_shape = self.kernel_size + (in_channels // self.groups, self.filters)
-        # autocast=False: the standardisation reads the float32 master weights.
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=kernel_shape,
-            initializer=self.kernel_initializer,
-            autocast=not self.standardize,
-        )
+        # The standardisation reads the float32 master kernel; the folded form is a plain kernel.
+        self.add_kernel(input_shape, autocast=not self.standardize)
         self.gain = None
         if self.standardize:
-            self.gain = self.add_weight(
-                name="gain", shape=(self.filters,), initializer=self.gain_initializer, autocast=False
-            )
-        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
-
-    @property
-    def fan_in(self):
-        return math.prod(self.kernel_size) * (self.kernel.shape[2])
+            self.add_gain()
+        self.add_bias()
 
     def standardized_kernel(self):
         """The float32 kernel `W_hat` the convolution uses (what export folds in)."""
         if not self.standardize:
             return ops.cast(ops.convert_to_tensor(self.kernel), "float32")
-        kernel = ops.convert_to_tensor(self.kernel)
-        kernel = ops.cast(kernel, "float32")
-        mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
-        var = ops.var(kernel, axis=(0, 1, 2), keepdims=True)
+        kernel, mean, var = self.kernel_moments()
         scale = ops.rsqrt(ops.maximum(var * self.fan_in, self.eps)) * ops.cast(self.gain, "float32")
         return kernel * scale - mean * scale
 
@@ -128,21 +175,7 @@ class WSConv2D(keras.layers.Layer):
         return macs, (out_h, out_w)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "filters": self.filters,
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
-                "groups": self.groups,
-                "eps": self.eps,
-                "standardize": self.standardize,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "gain_initializer": keras.initializers.serialize(self.gain_initializer),
-            }
-        )
-        return config
+        return {**super().get_config(), "standardize": self.standardize}
 
 
 def conv2d_same(inputs, kernel, strides, groups):
