@@ -147,6 +147,7 @@ def run(settings, print_fn=print):
         "source": loaded.source,
         "image_size": preprocessing.image_size,
         "crop_padding": preprocessing.crop_padding,
+        "resize": preprocessing.resize,
         "num_classes": model.num_classes,
         "top_k": top_k,
         "version": version,
@@ -258,11 +259,15 @@ def _shape(shape):
     return "unknown rank" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+# How the summary names each `EvalPreprocessing.resize` mode.
+_RESIZE_WORDS = {"squash": "squash-resize", "shorter_side": "shorter side resized"}
+
+
 def format_summary(results):
     """The printed summary of `run`, as a list of lines."""
     lines = [
         f"Exported {results['source']}",
-        f"  input {results['image_size']}x{results['image_size']} (squash-resize to "
+        f"  input {results['image_size']}x{results['image_size']} ({_RESIZE_WORDS[results['resize']]} to "
         f"{results['image_size'] + results['crop_padding']}, centre crop), {results['num_classes']} classes, "
         f"top-{results['top_k']}",
         "",

@@ -28,6 +28,7 @@ __all__ = [
     "classification_head",
     "config_function",
     "image_input",
+    "eval_preprocessing",
     "make_model",
     "no_imagenet_message",
     "resolve_input_shape",
@@ -224,12 +225,13 @@ def classification_head(x, include_top, pooling, classes, classifier_activation,
     return x
 
 
-def make_model(img_input, input_tensor, outputs, name, shape, test_imsize, eval_padding, include_top, classes):
+def make_model(img_input, input_tensor, outputs, name, shape, config, include_top, classes):
     """The `NFModel` with its evaluation preprocessing and class names.
 
-    The preprocessing is at the model's fixed square input size, else at the
-    family's test size; a 1000-class head names ImageNet's classes (as in
-    `keras.applications`; `train.py` names its dataset's).
+    The preprocessing is the variant's (`eval_preprocessing`) at the model's
+    fixed square input size, else at its test size; a 1000-class head names
+    ImageNet's classes (as in `keras.applications`; `train.py` names its
+    dataset's).
     """
     inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
     fixed_size = shape[0] if shape[0] is not None and shape[0] == shape[1] else None
@@ -237,8 +239,19 @@ def make_model(img_input, input_tensor, outputs, name, shape, test_imsize, eval_
         inputs,
         outputs,
         name=name,
-        preprocessing=EvalPreprocessing(fixed_size or test_imsize, crop_padding=eval_padding),
+        preprocessing=eval_preprocessing(config, fixed_size),
         class_names=IMAGENET_CLASSES if include_top and classes == 1000 else None,
+    )
+
+
+def eval_preprocessing(config, image_size=None):
+    """The `EvalPreprocessing` of a variant's configuration, at `image_size` or its test size.
+
+    The one place where a configuration's `test_imsize`, `eval_padding` and
+    `eval_resize` become a model's preprocessing.
+    """
+    return EvalPreprocessing(
+        image_size or config["test_imsize"], crop_padding=config["eval_padding"], resize=config["eval_resize"]
     )
 
 
@@ -310,17 +323,8 @@ def build_model(features, config, arguments, default_name, *, seed, head_stddev,
         seed,
         keras.initializers.RandomNormal(0.0, head_stddev) if head_stddev else "zeros",
     )
-    model = make_model(
-        images,
-        arguments.input_tensor,
-        x,
-        arguments.name or default_name,
-        shape,
-        config["test_imsize"],
-        config["eval_padding"],
-        arguments.include_top,
-        arguments.classes,
-    )
+    name = arguments.name or default_name
+    model = make_model(images, arguments.input_tensor, x, name, shape, config, arguments.include_top, arguments.classes)
     if arguments.weights is not None and load_weights is not None:
         load_weights(model, arguments.weights)
     return model

@@ -32,7 +32,7 @@ import os
 import keras
 
 from nfnet_keras.checks import check_integer
-from nfnet_keras.models import registry, timm_nfnet
+from nfnet_keras.models import applications, registry, timm_nfnet
 from nfnet_keras.models.base import CLASSIFIER_LAYER, IMAGENET_CLASSES, NFModel
 from nfnet_keras.preprocessing.imagenet import NUM_CLASSES
 from nfnet_keras.preprocessing.settings import EvalPreprocessing
@@ -232,6 +232,8 @@ def _fallback_preprocessing(model, path, run, variant, image_size, crop_padding)
             f"cannot tell how {path} prepares its images (model {model.name!r}, saved before nfnet-keras 0.2, with "
             f"no {RUN_CONFIG_FILE} beside it): pass --variant, or --image_size and --crop_padding"
         )
+    if spec is not None:  # the variant's resize mode and padding, at the size found
+        return applications.eval_preprocessing(spec.config, int(size)).replace(crop_padding=crop_padding)
     return EvalPreprocessing(int(size), crop_padding=int(padding))
 
 

@@ -35,6 +35,7 @@ SHARED_CONFIG = {
     # package's one eval transform; DeepMind's experiment.py default for these models is
     # 'crop_resize', an aspect-keeping centre crop of the same ratio resized to test_imsize).
     "eval_padding": 32,
+    "eval_resize": "squash",
     # DeepMind trained NF-RegNets with mixup and cutmix, without RandAugment.
     "randaugment": None,
 }

@@ -44,6 +44,7 @@ SHARED_CONFIG = {
     # package's one eval transform; DeepMind's experiment.py default for these models is
     # 'crop_resize', an aspect-keeping centre crop of the same ratio resized to test_imsize).
     "eval_padding": 32,
+    "eval_resize": "squash",
     "randaugment": None,
 }
 

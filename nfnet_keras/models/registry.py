@@ -32,7 +32,7 @@ class ModelSpec:
             `timm_dm_nfnet`).
         variant: the family's own name for the configuration (`F0`, `B0`, `50`).
         config: the configuration table entry: architecture keys plus
-            `train_imsize`, `test_imsize`, `eval_padding` and `randaugment`.
+            `train_imsize`, `test_imsize`, `eval_padding`, `eval_resize` and `randaugment`.
         pretrained: whether `weights="imagenet"` is available.
     """
 

@@ -29,6 +29,7 @@ BASE_CONFIG = {
     "test_imsize": 256,
     # Evaluation: squash-resize to test_imsize + eval_padding, centre crop test_imsize.
     "eval_padding": 32,
+    "eval_resize": "squash",
     # RandAugment (num_layers, magnitude): DeepMind's 'cutmix_mixup_randaugment_NNN'.
     "randaugment": (4, 5),
 }
@@ -100,7 +101,7 @@ ARCH_KEYS = (
     "use_two_convs",
     "drop_rate",
 )
-CONFIG_KEYS = ARCH_KEYS + ("train_imsize", "test_imsize", "eval_padding", "randaugment")
+CONFIG_KEYS = ARCH_KEYS + ("train_imsize", "test_imsize", "eval_padding", "eval_resize", "randaugment")
 
 
 def canonical_name(variant):

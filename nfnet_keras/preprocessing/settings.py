@@ -11,10 +11,16 @@ import dataclasses
 from nfnet_keras.checks import check_integer
 from nfnet_keras.preprocessing.normalization import MEAN_RGB, STDDEV_RGB
 
-__all__ = ["EvalPreprocessing", "DEFAULT_CROP_PADDING"]
+__all__ = ["EvalPreprocessing", "DEFAULT_CROP_PADDING", "RESIZE_MODES"]
 
 #: DeepMind's `resize_crop_32`: squash-resize to S + 32, centre crop S.
 DEFAULT_CROP_PADDING = 32
+
+#: How the whole image is resized before the centre crop: "squash" (DeepMind's
+#: `resize_crop_32`, timm's crop_mode "squash": both sides to `S + padding`) or
+#: "shorter_side" (timm's default crop_mode "center": the shorter side to
+#: `S + padding`, the aspect ratio kept).
+RESIZE_MODES = ("squash", "shorter_side")
 
 _INTERPOLATIONS = ("bicubic", "bilinear")
 
@@ -23,16 +29,24 @@ _INTERPOLATIONS = ("bicubic", "bilinear")
 class EvalPreprocessing:
     """The evaluation transform and normalisation of one model.
 
-    The transform squash-resizes the whole image (aspect ratio not kept) to
-    `image_size + crop_padding` on both sides, without antialiasing, then
-    centre-crops `image_size` at offset `(crop_padding + 1) // 2` (DeepMind's
-    `resize_crop_32`); the result is normalised with `(x - mean) / std`.
+    With `resize="squash"` the transform squash-resizes the whole image
+    (aspect ratio not kept) to `image_size + crop_padding` on both sides,
+    without antialiasing, then centre-crops `image_size` at offset
+    `(crop_padding + 1) // 2` (DeepMind's `resize_crop_32`). With
+    `resize="shorter_side"` it resizes the shorter side to `image_size +
+    crop_padding` keeping the aspect ratio (the longer side to
+    `floor(that * long / short)`), then centre-crops `image_size` at
+    torchvision's offset `round((side - image_size) / 2)` (timm's eval
+    transform: `floor(size / crop_pct)` is `image_size + crop_padding`). Both
+    agree on square images when the padding is even. The result is
+    normalised with `(x - mean) / std`.
 
     Attributes:
         image_size: the side `S` of the model's input.
         crop_padding: pixels added to `S` before the centre crop (32 for the
             F variants, 4 for the 32 px `nano`/`micro`).
         interpolation: `"bicubic"` (DeepMind) or `"bilinear"`.
+        resize: one of `RESIZE_MODES`.
         mean: per-channel mean on the 0..255 scale.
         std: per-channel standard deviation on the 0..255 scale.
     """
@@ -42,12 +56,15 @@ class EvalPreprocessing:
     interpolation: str = "bicubic"
     mean: tuple = MEAN_RGB
     std: tuple = STDDEV_RGB
+    resize: str = "squash"
 
     def __post_init__(self):
         object.__setattr__(self, "image_size", check_integer(self.image_size, "image_size"))
         object.__setattr__(self, "crop_padding", check_integer(self.crop_padding, "crop_padding", minimum=0))
         if self.interpolation not in _INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {self.interpolation!r}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         for name in ("mean", "std"):
             values = tuple(float(v) for v in getattr(self, name))
             if len(values) != 3:
@@ -63,7 +80,7 @@ class EvalPreprocessing:
 
     @property
     def crop_offset(self):
-        """Offset of the centre crop in the resized image (DeepMind's rounding)."""
+        """Offset of the centre crop in a squash-resized image (DeepMind's rounding)."""
         return (self.crop_padding + 1) // 2
 
     def replace(self, **changes):
@@ -78,6 +95,7 @@ class EvalPreprocessing:
             "interpolation": self.interpolation,
             "mean": list(self.mean),
             "std": list(self.std),
+            "resize": self.resize,
         }
 
     @classmethod

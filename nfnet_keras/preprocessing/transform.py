@@ -1,4 +1,4 @@
-"""The evaluation transform: squash-resize and centre crop, defined once.
+"""The evaluation transform: resize (squash or shorter side) and centre crop, defined once.
 
 Pipeline used for the accuracy DeepMind reports (``eval_preproc='resize_crop_32'``
 in ``nfnets/dataset.py``)::
@@ -46,11 +46,31 @@ from nfnet_keras.preprocessing.settings import resolve_preprocessing
 __all__ = ["eval_transform", "eval_transform_tf"]
 
 
-def _resize_and_crop(images, preprocessing, resize):
-    """Squash-resize float32 `images` to `S + padding`, then centre-crop `S` (HWC or NHWC)."""
-    size, offset = preprocessing.image_size, preprocessing.crop_offset
-    images = resize(images, (preprocessing.resized_size, preprocessing.resized_size), preprocessing.interpolation)
-    return images[..., offset : offset + size, offset : offset + size, :]
+def _resize_and_crop(images, preprocessing, resize, height_width, minimum):
+    """Resize float32 `images` (HWC or NHWC) as `preprocessing.resize` says, then centre-crop `S`.
+
+    `height_width` is the input's `(H, W)` and `minimum` the min of two of
+    them: Python ints on the `keras.ops` path, `tf` tensors on the `tf.image`
+    path (dynamic image sizes in `tf.data` and SavedModels).
+    """
+    size, resized = preprocessing.image_size, preprocessing.resized_size
+    if preprocessing.resize == "squash":
+        new_height = new_width = resized
+        top = left = preprocessing.crop_offset
+    else:
+        height, width = height_width
+        shorter = minimum(height, width)
+        # torchvision's Resize(int): the shorter side to `resized`, the longer to floor(resized * long / short).
+        new_height, new_width = resized * height // shorter, resized * width // shorter
+        top, left = _centre_offset(new_height - size), _centre_offset(new_width - size)
+    images = resize(images, (new_height, new_width), preprocessing.interpolation)
+    return images[..., top : top + size, left : left + size, :]
+
+
+def _centre_offset(excess):
+    """torchvision's CenterCrop offset `int(round(excess / 2))`: halves round to even."""
+    half = excess // 2
+    return half + (excess % 2) * (half % 2)
 
 
 def _keras_resize(images, size, interpolation):
@@ -64,13 +84,16 @@ def _tf_resize(images, size, interpolation):
 
 
 def eval_transform(images, preprocessing, crop_padding=None):
-    """DeepMind's evaluation transform (`resize_crop_32`) with `keras.ops`.
+    """A model's evaluation transform with `keras.ops`: DeepMind's `resize_crop_32` or timm's.
 
-    The whole image is squash-resized (aspect ratio *not* kept) to
-    `S + crop_padding` on both sides with bicubic interpolation, no
-    antialiasing, float output and no clamping (values may leave 0..255
-    slightly), then centre-cropped to `S` at offset `(crop_padding + 1) // 2`.
-    The result is *not* normalised: apply `preprocess_input` next.
+    With DeepMind's settings (`resize="squash"`) the whole image is
+    squash-resized (aspect ratio *not* kept) to `S + crop_padding` on both
+    sides with bicubic interpolation, no antialiasing, float output and no
+    clamping (values may leave 0..255 slightly), then centre-cropped to `S`
+    at offset `(crop_padding + 1) // 2`. timm's models (`resize="shorter_side"`)
+    resize the shorter side instead and keep the aspect ratio (see
+    `EvalPreprocessing`). The result is *not* normalised: apply
+    `preprocess_input` next.
 
     Args:
         images: `(H, W, 3)` or `(N, H, W, 3)` RGB, uint8 or float, on the
@@ -92,8 +115,11 @@ def eval_transform(images, preprocessing, crop_padding=None):
     if not hasattr(images, "shape"):
         images = np.asarray(images)
     check_image_shape(images.shape, "eval_transform")
+    height_width = tuple(images.shape[-3:-1])
+    if preprocessing.resize == "shorter_side" and None in height_width:
+        raise ValueError("eval_transform: a shorter-side resize needs the image height and width to be known")
     # Cast first: on JAX, resizing an integer image would round and clip back to the integer dtype.
-    return _resize_and_crop(ops.cast(images, "float32"), preprocessing, _keras_resize)
+    return _resize_and_crop(ops.cast(images, "float32"), preprocessing, _keras_resize, height_width, min)
 
 
 def eval_transform_tf(images, preprocessing):
@@ -109,4 +135,9 @@ def eval_transform_tf(images, preprocessing):
     import tensorflow as tf  # noqa: PLC0415
 
     preprocessing = resolve_preprocessing(preprocessing)
-    return _resize_and_crop(tf.cast(images, tf.float32), preprocessing, _tf_resize)
+    images = tf.convert_to_tensor(images)
+    height_width = tf.unstack(tf.shape(images)[-3:-1])
+    result = _resize_and_crop(tf.cast(images, tf.float32), preprocessing, _tf_resize, height_width, tf.minimum)
+    # Crop offsets computed from a dynamic shape leave the static one unknown: S is known.
+    size = preprocessing.image_size
+    return tf.ensure_shape(result, images.shape[:-3].concatenate([size, size, images.shape[-1]]))

@@ -29,6 +29,21 @@ def test_spec_carries_the_variant_table_entry():
     assert (spec.config["test_imsize"], spec.config["eval_padding"]) == (32, 4)
 
 
+@pytest.mark.parametrize(
+    "name, resize",
+    [("nfnet_f0", "squash"), ("nf_regnet_b0", "squash"), ("nf_resnet50", "squash"),
+     ("timm/dm_nfnet_f0", "squash"), ("timm/eca_nfnet_l0", "shorter_side"), ("timm/nfnet_l0", "shorter_side")],
+)
+def test_each_model_resizes_for_evaluation_as_its_source_does(name, resize):
+    # DeepMind's resize_crop_32 and timm's crop_mode "squash" (dm_nfnet) squash; timm's other models keep the aspect.
+    assert get_spec(name).config["eval_resize"] == resize
+
+
+def test_a_built_model_carries_its_resize_mode():
+    model = nfnet_keras.create_model("timm/eca_nfnet_l0", input_shape=(64, 64, 3))
+    assert (model.preprocessing.image_size, model.preprocessing.resize) == (64, "shorter_side")
+
+
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(ValueError, match="Unknown model 'resnet50'. Choose one of: nfnet_f0, "):
         get_spec("resnet50")

@@ -12,12 +12,19 @@ def test_defaults_are_deepminds_resize_crop_32():
     assert (settings.resized_size, settings.crop_offset) == (288, 16)
 
 
+def test_a_config_saved_without_a_resize_mode_squashes_as_before():
+    config = {"image_size": 32, "crop_padding": 4, "interpolation": "bicubic", "mean": MEAN_RGB, "std": STDDEV_RGB}
+    assert EvalPreprocessing.from_config(config).resize == "squash"
+
+
 def test_odd_padding_rounds_the_crop_offset_up_as_deepmind_does():
     assert EvalPreprocessing(32, crop_padding=5).crop_offset == 3
 
 
 def test_config_round_trips():
-    settings = EvalPreprocessing(32, crop_padding=4, interpolation="bilinear", mean=(1, 2, 3), std=(4, 5, 6))
+    settings = EvalPreprocessing(
+        32, crop_padding=4, interpolation="bilinear", mean=(1, 2, 3), std=(4, 5, 6), resize="shorter_side"
+    )
     assert EvalPreprocessing.from_config(settings.get_config()) == settings
 
 
@@ -28,6 +35,7 @@ def test_config_round_trips():
         ({"image_size": True}, "image_size must be a positive integer"),
         ({"image_size": 32, "crop_padding": -1}, "crop_padding must be a non-negative integer"),
         ({"image_size": 32, "interpolation": "nearest"}, "interpolation must be one of"),
+        ({"image_size": 32, "resize": "crop"}, "resize must be one of"),
         ({"image_size": 32, "mean": (1, 2)}, "mean must have 3 values"),
         ({"image_size": 32, "std": (1, 0, 1)}, "std must be positive"),
     ],

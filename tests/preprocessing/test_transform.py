@@ -1,4 +1,4 @@
-"""Tests for nfnet_keras.preprocessing.transform (DeepMind's resize_crop_32 eval transform)."""
+"""Tests for nfnet_keras.preprocessing.transform (DeepMind's resize_crop_32 and timm's eval transforms)."""
 
 import io
 import os
@@ -14,7 +14,9 @@ from PIL import Image
 from nfnet_keras.preprocessing import (
     MEAN_RGB,
     STDDEV_RGB,
+    EvalPreprocessing,
     eval_transform,
+    eval_transform_tf,
     load_image,
     prepare_images,
     preprocess_input,
@@ -156,6 +158,49 @@ def test_eval_transform_crop_offset_follows_padding():
     full = _np(eval_transform(image, 40, crop_padding=0))
     padded = _np(eval_transform(image, 30, crop_padding=10))  # offset 5 of 40
     np.testing.assert_allclose(padded, full[5:35, 5:35], atol=1e-4)
+
+
+def _torchvision_eval_reference(image, size, scale_size):
+    """timm's crop_mode "center" geometry written out: Resize(int) then CenterCrop, with tf.image's bicubic."""
+    tf = pytest.importorskip("tensorflow")
+    height, width = image.shape[:2]
+    short, long = min(height, width), max(height, width)
+    new_long = int(scale_size * long / short)  # torchvision's _compute_resized_output_size
+    new_height, new_width = (scale_size, new_long) if height <= width else (new_long, scale_size)
+    resized = tf.image.resize(np.asarray(image, np.float32), (new_height, new_width), "bicubic").numpy()
+    top = int(round((new_height - size) / 2.0))  # torchvision's center_crop
+    left = int(round((new_width - size) / 2.0))
+    return resized[top : top + size, left : left + size]
+
+
+@pytest.mark.parametrize("shape, padding", [((48, 80, 3), 3), ((81, 50, 3), 0), ((57, 57, 3), 5), ((40, 70, 3), 7)])
+def test_shorter_side_resize_keeps_the_aspect_ratio_and_crops_as_torchvision(shape, padding):
+    image = np.random.default_rng(1).uniform(0, 255, shape).astype(np.float32)
+    settings = EvalPreprocessing(32, crop_padding=padding, resize="shorter_side")
+    expected = _torchvision_eval_reference(image, 32, 32 + padding)
+    np.testing.assert_allclose(_np(eval_transform(image, settings)), expected, atol=1e-3)
+
+
+def test_shorter_side_resize_keeps_a_wide_images_edge_out_of_the_crop():
+    # The squash test's image: resized by its shorter side, the black quarter lies outside the centre.
+    image = np.full((32, 128, 3), 200, np.uint8)
+    image[:, :32] = 0
+    out = _np(eval_transform(image, EvalPreprocessing(64, crop_padding=0, resize="shorter_side")))
+    assert np.abs(out - 200.0).max() < 1e-3
+
+
+@pytest.mark.parametrize("resize", ["squash", "shorter_side"])
+def test_tf_data_transform_equals_the_keras_one_on_images_of_unknown_size(resize):
+    tf = pytest.importorskip("tensorflow")
+    settings = EvalPreprocessing(32, crop_padding=3, resize=resize)
+    transform = tf.function(
+        lambda images: eval_transform_tf(images, settings),
+        input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
+    )
+    image = np.random.default_rng(2).integers(0, 256, (45, 77, 3)).astype(np.uint8)
+    out = transform(tf.constant(image))
+    assert tuple(transform.get_concrete_function().structured_outputs.shape) == (32, 32, 3)
+    np.testing.assert_array_equal(out.numpy(), _np(eval_transform(image, settings)))
 
 
 @pytest.mark.parametrize("size", [0, -4, 2.5, True])
