@@ -19,7 +19,8 @@ from nfnet_keras.training.optimizers import NFNetSGD  # noqa: E402
 CASES = ["ema_evaluation", "checkpoint_keeps_ema"]
 
 
-@pytest.fixture(scope="module", params=["tensorflow", "jax"])
+# The JAX cases take ~1.5 min (slow); tests/training/test_distribution.py runs the EMA on JAX by default.
+@pytest.fixture(scope="module", params=["tensorflow", pytest.param("jax", marks=pytest.mark.slow)])
 def results(request):
     return CaseRunner(request.param, CASES)
 

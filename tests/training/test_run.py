@@ -186,7 +186,7 @@ def test_sigkill_mid_run_then_same_command_resumes_to_the_same_weights(finished,
 
 @pytest.mark.parametrize(
     "devices_before, devices_after",
-    [(2, 1), pytest.param(1, 2, marks=pytest.mark.slow)],
+    [pytest.param(2, 1, marks=pytest.mark.slow), pytest.param(1, 2, marks=pytest.mark.slow)],
 )
 def test_a_checkpoint_written_on_some_devices_resumes_on_another_number_at_the_same_global_batch(
     finished, tmp_path, devices_before, devices_after
@@ -274,6 +274,7 @@ def test_folder_with_one_class_is_refused(tmp_path):
     assert "class" in result.stderr
 
 
+@pytest.mark.slow  # a whole train.py run; the hold-out itself is tested in tests/data/test_sources.py
 def test_a_flat_class_folder_dataset_trains_with_a_held_out_validation_split(tmp_path):
     from PIL import Image
 
@@ -300,6 +301,8 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
         assert all(np.isfinite(state[key]).all() for key in state.files if state[key].dtype.kind == "f")
 
 
+# 4-8 min each; tests/training/test_distribution.py checks a step on two devices against one in the default suite.
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_two_replicas_report_the_same_metrics_as_one_device(tmp_path, backend):
     """MirroredStrategy (TF) / DataParallel (JAX) over two CPU devices vs one device, same global batch."""
