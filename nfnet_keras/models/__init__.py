@@ -3,7 +3,8 @@
 Families: NFNet-F (`nfnet`, table in `variants`), NF-RegNet (`nf_regnet`) and
 NF-ResNet (`nf_resnet`), all built from the same layers and reachable by name
 through `create_model`.
-timm's light NFNets (`timm_nfnet`: `timm/eca_nfnet_l0` ...) have their own layers.
+timm's own NFNets (`timm_nfnet`: `timm/eca_nfnet_l0`, `timm/nf_regnet_b1`, `timm/nf_resnet50`, ...)
+have their own layers.
 
 Everything here uses `keras.ops` only and imports without TensorFlow.
 """
@@ -17,7 +18,7 @@ from nfnet_keras.models.loading import LoadedModel, load_model
 from nfnet_keras.models.nf_regnet import *  # noqa: F403  (NFRegNet and NFRegNetB0 ... NFRegNetB8)
 from nfnet_keras.models.nf_resnet import *  # noqa: F403  (NFResNet and NFResNet50 ... NFResNet600)
 from nfnet_keras.models.nfnet import *  # noqa: F403  (NFNet and NFNetF0 ... NFNetF7Plus)
-from nfnet_keras.models.timm_nfnet import *  # noqa: F403  (TimmNFNet, ECANFNetL0 ... ECANFNetL3, NFNetL0)
+from nfnet_keras.models.timm_nfnet import *  # noqa: F403  (TimmNFNet, ECANFNetL0 ... NFNetL0, TimmNFRegNetB1, ...)
 from nfnet_keras.models.registry import ModelSpec, create_model, get_spec, model_names
 
 __all__ = [

@@ -10,6 +10,7 @@ from nfnet_keras.models.layers import (
     NormFreeBlock,
     ScaledStdConv2D,
     SqueezeExcite,
+    SymmetricMaxPool2D,
     WSConv2D,
 )
 
@@ -37,7 +38,7 @@ def count_macs(model, image_size=None):
 
     Args:
         model: any model built by this package (NFNet, NF-RegNet, NF-ResNet,
-            timm's NFNets), folded or not.
+            timm's NFNets, NF-RegNets and NF-ResNets), folded or not.
         image_size: int or (height, width); defaults to the model's static
             input size.
 
@@ -67,6 +68,8 @@ def count_macs(model, image_size=None):
             total += layer.kernel.shape[0] * layer.kernel.shape[1]
         elif isinstance(layer, _SPATIAL_POOLS):
             height, width = -(-height // layer.strides[0]), -(-width // layer.strides[1])
+        elif isinstance(layer, SymmetricMaxPool2D):
+            height, width = layer.output_size(height), layer.output_size(width)
         elif isinstance(layer, _GLOBAL_POOLS):
             height = width = 1
     return int(total)
@@ -95,9 +98,11 @@ def _norm_free_block_macs(block, height, width):
         # The shortcut's 1x1 conv sees the pooled map (2x2 windows, ceil) at stride 2.
         pooled = (height, width) if block.downsample_pool is None else (-(-height // 2), -(-width // 2))
         macs += _std_conv_macs(block.downsample_conv, *pooled)[0]
-    if isinstance(block.attn_last, SqueezeExcite):
-        macs += block.attn_last.count_macs()
-    elif isinstance(block.attn_last, EfficientChannelAttention):
-        # One k-tap 1-D conv over the pooled channels.
-        macs += block.attn_last.kernel_size * block.attn_last.channels
+    # The gate after conv2 (reg=True) sees the mid channels, the one after conv3 the output's.
+    for gate in (block.attn, block.attn_last):
+        if isinstance(gate, SqueezeExcite):
+            macs += gate.count_macs()
+        elif isinstance(gate, EfficientChannelAttention):
+            # One k-tap 1-D conv over the pooled channels.
+            macs += gate.kernel_size * gate.channels
     return macs, (h, w)

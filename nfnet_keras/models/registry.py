@@ -4,8 +4,10 @@ Names are lower case, as in timm: the NFNet-F family (`nfnet_f0`,
 `nfnet_f0_plus`, `nfnet_micro`; the variant spellings `F0`, `f0`, `F0+`,
 `F0plus`, `nano`, `micro` are accepted too), NF-RegNets (`nf_regnet_b0` ...
 `nf_regnet_b8`) and NF-ResNets (`nf_resnet50` ... `nf_resnet600`).
-timm's light NFNets are registered under timm's names with a `timm/` prefix
-(`timm/eca_nfnet_l0` ... `timm/eca_nfnet_l3`, `timm/nfnet_l0`), and so are
+timm's own NFNets are registered under timm's names with a `timm/` prefix
+(the light `timm/eca_nfnet_l0` ... `timm/eca_nfnet_l3`, `timm/nfnet_l0`; the
+NF-RegNets `timm/nf_regnet_b0` ... `b5`; the NF-ResNets `timm/nf_resnet26`,
+`timm/nf_seresnet50`, `timm/nf_ecaresnet101`, ...), and so are
 timm's ports of DeepMind's NFNet-F (`timm/dm_nfnet_f0` ... `timm/dm_nfnet_f6`:
 our NFNet-F with timm's evaluation settings and weights); their
 `weights="imagenet"` comes from the Hugging Face Hub.

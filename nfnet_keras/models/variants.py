@@ -55,12 +55,7 @@ VARIANTS = {}
 TOP1 = {}
 for _name, (_depths, _train, _test, _drop, _ra, _top1) in _F_TABLE.items():
     VARIANTS[_name] = dict(
-        BASE_CONFIG,
-        depths=_depths,
-        train_imsize=_train,
-        test_imsize=_test,
-        drop_rate=_drop,
-        randaugment=_ra,
+        BASE_CONFIG, depths=_depths, train_imsize=_train, test_imsize=_test, drop_rate=_drop, randaugment=_ra
     )
     VARIANTS[_name + "+"] = dict(VARIANTS[_name], widths=PLUS_WIDTHS)
     TOP1[_name] = _top1

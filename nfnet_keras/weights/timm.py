@@ -1,4 +1,4 @@
-"""timm's NFNet state dicts (`model.safetensors`) into the models of `nfnet_keras.models.timm_nfnet`.
+"""timm's NormFreeNet state dicts (`model.safetensors`) into the models of `nfnet_keras.models.timm_nfnet`.
 
 The Keras layers of those models are named after timm's modules, so every
 variable has exactly one timm key (`timm_key`) and one layout conversion:
@@ -6,10 +6,12 @@ variable has exactly one timm key (`timm_key`) and one layout conversion:
 | Keras variable | timm tensor | conversion |
 |---|---|---|
 | `stem_conv1/kernel` (kh, kw, in, out) | `stem.conv1.weight` (out, in, kh, kw) | transpose |
+| `stem_conv/bias` (NF-RegNet, NF-ResNet) | `stem.conv.bias` | none |
 | `stages_2_0/conv2/gain` (out,) | `stages.2.0.conv2.gain` (out, 1, 1, 1) | reshape |
 | `stages_2_0/downsample_conv/bias` | `stages.2.0.downsample.conv.bias` | none |
 | `stages_2_0/attn_last/kernel` (k, 1, 1) | `stages.2.0.attn_last.conv.weight` (1, 1, k) | transpose |
 | `stages_2_0/attn_last/linear/kernel` (in, out) | `stages.2.0.attn_last.fc1.weight` (out, in, 1, 1) | squeeze, .T |
+| `stages_2_0/attn/linear_1/bias` (NF-RegNet) | `stages.2.0.attn.fc2.bias` | none |
 | `predictions/kernel` (in, out) | `head.fc.weight` (out, in) | transpose |
 
 A state dict is checked against the model by timm's names before anything
@@ -48,13 +50,16 @@ __all__ = [
 
 #: timm's names of its ports of DeepMind's NFNet-F models (our `nfnet.py` architecture).
 DM_PREFIX = "dm_nfnet_"
-# timm model -> pretrained tag of its default_cfgs (timm/models/nfnet.py, checked at commit 36d930ff);
-# eca_nfnet_l3 has none.
+# timm model -> pretrained tag of its default_cfgs (timm/models/nfnet.py, checked at commit 36d930ff;
+# the NF-RegNet and NF-ResNet tags against timm 1.0.31's `timm.list_pretrained("nf_*")`). Every other
+# timm NFNet (eca_nfnet_l3, nf_regnet_b0/b2-b5, nf_resnet26/101, nf_seresnet*, nf_ecaresnet*) has none.
 _TAGS = {
     "eca_nfnet_l0": "ra2_in1k",
     "eca_nfnet_l1": "ra2_in1k",
     "eca_nfnet_l2": "ra3_in1k",
     "nfnet_l0": "ra2_in1k",
+    "nf_regnet_b1": "ra2_in1k",
+    "nf_resnet50": "ra2_in1k",
     **{f"{DM_PREFIX}f{i}": "dm_in1k" for i in range(7)},
 }
 #: `{timm model: HubFile}` of the ImageNet weights `weights="imagenet"` loads. The files' sizes and
@@ -65,16 +70,23 @@ IMAGENET_WEIGHTS = {model: hub.HubFile(f"timm/{model}.{tag}") for model, tag in 
 _HEAD = "head.fc."
 #: timm's classifier kernel, `(classes, features)`.
 CLASSIFIER_KEY = _HEAD + "weight"
-# Keras sub-layer path inside a block -> timm module path.
+# Keras sub-layer path inside a block -> timm module path and layout. `attn` (RegNet-style blocks,
+# after conv2) and `attn_last` (after conv3) are ECA (timm's Conv1d) or SE (a 1x1 Conv2d pair).
 _MODULES = {
-    "conv1": "conv1",
-    "conv2": "conv2",
-    "conv2b": "conv2b",
-    "conv3": "conv3",
-    "downsample_conv": "downsample.conv",
-    "attn_last": "attn_last.conv",  # ECA: timm's Conv1d
-    "attn_last/linear": "attn_last.fc1",  # SE: timm's 1x1 Conv2d pair
-    "attn_last/linear_1": "attn_last.fc2",
+    "conv1": ("conv1", "conv"),
+    "conv2": ("conv2", "conv"),
+    "conv2b": ("conv2b", "conv"),
+    "conv3": ("conv3", "conv"),
+    "downsample_conv": ("downsample.conv", "conv"),
+    **{
+        f"{gate}{inner}": (f"{gate}.{module}", layout)
+        for gate in ("attn", "attn_last")
+        for inner, module, layout in (
+            ("", "conv", "eca"),
+            ("/linear", "fc1", "pointwise"),
+            ("/linear_1", "fc2", "pointwise"),
+        )
+    },
 }
 _PARAMS = {"kernel": "weight", "bias": "bias", "gain": "gain"}
 # Entries of each kind a mismatch message names.
@@ -92,32 +104,27 @@ def timm_key(keras_key):
         KeyError: for a key that is not a variable of a timm NFNet.
     """
     layer, *inner, param = keras_key.split("/")
+    inner = "/".join(inner)
     block = re.fullmatch(r"stages_(\d+)_(\d+)", layer)
-    stem = re.fullmatch(r"stem_conv([1-4])", layer)
+    # The deep stem's stem_conv1 ... stem_conv4, or the single stem_conv (timm's stem.conv).
+    stem = re.fullmatch(r"stem_conv([1-4]?)", layer)
     if param not in _PARAMS:
         raise KeyError(keras_key)
-    if block and "/".join(inner) in _MODULES:
-        module = f"stages.{block.group(1)}.{block.group(2)}.{_MODULES['/'.join(inner)]}"
+    if block and inner in _MODULES:
+        module, layout = _MODULES[inner]
+        module = f"stages.{block.group(1)}.{block.group(2)}.{module}"
     elif stem and not inner:
-        module = f"stem.conv{stem.group(1)}"
+        module, layout = f"stem.conv{stem.group(1)}", "conv"
     elif layer == "final_conv" and not inner:
-        module = "final_conv"
+        module, layout = "final_conv", "conv"
     elif layer == CLASSIFIER_LAYER and not inner and param != "gain":
-        module = "head.fc"
+        module, layout = "head.fc", "dense"
     else:
         raise KeyError(keras_key)
     if param == "gain":
         layout = "gain"
     elif param == "bias":
         layout = "vector"
-    elif module == "head.fc":
-        layout = "dense"
-    elif module.endswith("attn_last.conv"):
-        layout = "eca"
-    elif ".attn_last.fc" in module:
-        layout = "pointwise"
-    else:
-        layout = "conv"
     return f"{module}.{_PARAMS[param]}", layout
 
 

@@ -1,4 +1,4 @@
-"""MAC counting (`nfnet_keras.models.count_macs`) of timm's layers and light NFNets.
+"""MAC counting (`nfnet_keras.models.count_macs`) of timm's layers, light NFNets, NF-RegNets and NF-ResNets.
 
 timm's published GMACs are fvcore's counts (timm `benchmark.py`; results CSVs
 such as `results/benchmark-infer-amp-nchw-pt240-cu124-rtx3090.csv`, `infer_gmacs`):
@@ -15,13 +15,22 @@ import keras
 import pytest
 
 from nfnet_keras.models import count_macs, fold_weight_standardization
-from nfnet_keras.models.layers import NormFreeBlock, ScaledStdConv2D
+from nfnet_keras.models.layers import NormFreeBlock, ScaledStdConv2D, SymmetricMaxPool2D
 from nfnet_keras.models.layers.eca import eca_kernel_size
 from nfnet_keras.models.timm_nfnet import TimmNFNet
 from nfnet_keras.weights import loading
 
 # timm's results CSVs (infer_gmacs at infer_img_size), e.g. benchmark-infer-amp-nchw-pt240-cu124-rtx3090.csv.
 TIMM_GMACS = {("eca_nfnet_l0", 224): 4.35, ("eca_nfnet_l0", 288): 7.12, ("nfnet_l0", 224): 4.36}
+# timm's results/benchmark-infer-amp-nchw-pt240-cu124-rtx3090.csv, one size per kind (all 22 rows agree).
+TIMM_NF_GMACS = {
+    ("nf_regnet_b0", 256): 0.64,
+    ("nf_regnet_b1", 288): 1.02,
+    ("nf_resnet26", 224): 2.41,
+    ("nf_seresnet26", 224): 2.41,
+    ("nf_ecaresnet26", 224): 2.41,
+    ("nf_resnet50", 288): 6.88,
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +67,29 @@ def test_eca_nfnet_l0_at_224_px_is_within_3_percent_of_timm_published_gmacs(eca_
 def test_nfnet_l0_with_squeeze_excite_counts_timm_published_gmacs_less_the_weight_standardization():
     model = TimmNFNet("nfnet_l0", input_shape=(None, None, 3))
     assert timm_gmacs(model, 224) == TIMM_GMACS[("nfnet_l0", 224)]
+
+
+@pytest.mark.parametrize("name, size", list(TIMM_NF_GMACS))
+def test_nf_regnets_and_nf_resnets_count_timm_published_gmacs_less_the_weight_standardization(name, size):
+    with keras.StatelessScope(initialize_variables=False):
+        model = TimmNFNet(name, input_shape=(None, None, 3))
+    assert timm_gmacs(model, size) == TIMM_NF_GMACS[(name, size)]
+
+
+def test_regnet_block_counts_its_squeeze_excite_on_the_mid_channels():
+    def block(attention):
+        layer = NormFreeBlock(64, 64, bottle_ratio=2.25, group_size=8, attention=attention, reg=True, name="block")
+        return single_layer_model(layer, (8, 8, 64))
+
+    # Mid make_divisible(64 * 2.25, 8) = 144; SE hidden make_divisible(144 * 0.25, 8) = 40.
+    assert count_macs(block("se")) - count_macs(block(None)) == 2 * 144 * 40
+
+
+def test_stem_max_pool_halves_the_map_for_the_convs_after_it():
+    inputs = keras.Input((9, 9, 4))
+    x = ScaledStdConv2D(4, 1, name="conv")(SymmetricMaxPool2D(3, strides=2, padding=1)(inputs))
+    # 9 -> (9 + 2 - 3) // 2 + 1 = 5.
+    assert count_macs(keras.Model(inputs, x)) == 5 * 5 * 4 * 4
 
 
 def test_grouped_std_conv_counts_one_group_of_input_channels_per_output():

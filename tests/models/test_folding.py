@@ -104,3 +104,14 @@ def test_folding_a_folded_timm_model_keeps_its_kernels():
     assert set(after) == set(before)
     for key, variable in after.items():
         np.testing.assert_array_equal(np.asarray(variable), np.asarray(before[key]))
+
+
+@pytest.mark.parametrize("variant", ["nf_regnet_b0", "nf_resnet26", "nf_seresnet26", "nf_ecaresnet26"])
+def test_folded_nf_regnet_and_nf_resnet_give_the_same_logits_at_even_and_odd_sizes(variant):
+    # One block per stage; the stem (single conv, max pool) and the blocks' attention are all there.
+    kwargs = {"classes": 10, "input_shape": (None, None, 3), "classifier_activation": None, "depths": (1, 1, 1, 1)}
+    model = perturbed(TimmNFNet(variant, **kwargs))
+    folded = fold_weight_standardization(model)
+    for size in (64, 65):
+        x = np.random.default_rng(size).standard_normal((2, size, size, 3)).astype(np.float32)
+        assert relative_error(folded(x, training=False), np.asarray(model(x, training=False))) <= 1e-5

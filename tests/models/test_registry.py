@@ -14,7 +14,8 @@ def test_every_nfnet_variant_is_registered_under_a_lower_case_name():
 
 
 def test_models_with_published_weights_are_deepminds_f0_to_f6_and_timms():
-    timm = ["eca_nfnet_l0", "eca_nfnet_l1", "eca_nfnet_l2", "nfnet_l0"] + [f"dm_nfnet_f{i}" for i in range(7)]
+    timm = ["eca_nfnet_l0", "eca_nfnet_l1", "eca_nfnet_l2", "nfnet_l0", "nf_regnet_b1", "nf_resnet50"]
+    timm += [f"dm_nfnet_f{i}" for i in range(7)]
     assert model_names(pretrained_only=True) == [f"nfnet_f{i}" for i in range(7)] + [f"timm/{n}" for n in timm]
 
 

@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 from support.golden import golden_outputs, golden_params, relative_error, write_golden_checkpoint
 from support.subprocesses import run_script
-from support.timm_golden import timm_golden_outputs, timm_spec, timm_state_dict, write_safetensors
+from support.timm_golden import (
+    serve_on_a_file_hub,
+    timm_golden_outputs,
+    timm_spec,
+    timm_state_dict,
+    write_safetensors,
+)
 
 import nfnet_keras
 from nfnet_keras.models import NFModel, create_model, get_spec, model_names
@@ -279,6 +285,8 @@ def test_model_carries_timms_test_size_full_crop_preprocessing_and_imagenet_clas
 
 def test_timm_names_are_registered_beside_the_existing_ones():
     names = ["timm/eca_nfnet_l0", "timm/eca_nfnet_l1", "timm/eca_nfnet_l2", "timm/eca_nfnet_l3", "timm/nfnet_l0"]
+    names += [f"timm/nf_regnet_b{i}" for i in range(6)]
+    names += [f"timm/nf_{kind}resnet{depth}" for kind in ("", "se", "eca") for depth in (26, 50, 101)]
     names += [f"timm/dm_nfnet_f{i}" for i in range(7)]
     assert [n for n in model_names() if n.startswith("timm/")] == names
     assert {"nfnet_f0", "nf_regnet_b0", "nf_resnet50"} <= set(model_names())
@@ -293,9 +301,9 @@ def test_imagenet_weights_of_eca_nfnet_l3_which_timm_did_not_publish_are_refused
         create_model("timm/eca_nfnet_l3", weights="imagenet")
 
 
-def test_every_timm_name_but_eca_nfnet_l3_has_imagenet_weights():
-    pretrained = [n for n in model_names(pretrained_only=True) if n.startswith("timm/")]
-    assert pretrained == [n for n in model_names() if n.startswith("timm/") and n != "timm/eca_nfnet_l3"]
+def test_every_light_nfnet_but_eca_nfnet_l3_has_imagenet_weights():
+    light = [f"timm/{n}" for n in ("eca_nfnet_l0", "eca_nfnet_l1", "eca_nfnet_l2", "eca_nfnet_l3", "nfnet_l0")]
+    assert [n for n in light if get_spec(n).pretrained] == light[:3] + light[4:]
 
 
 # -- timm's dm_nfnet_f0 ... f6: our NFNet-F (DeepMind's numerics) with timm's weights -------------
@@ -353,18 +361,6 @@ def haiku_to_timm(tree, depths):
     return {key: np.array(value, order="C") for key, value in state.items()}
 
 
-def serve_dm_f0_on_a_file_hub(tmp_path, monkeypatch, state):
-    """Serves `state` as timm's dm_nfnet_f0.dm_in1k model.safetensors from a file:// Hub; empty caches."""
-    from nfnet_keras.weights import hub
-
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
-    monkeypatch.setenv(hub.ENDPOINT_ENV, (tmp_path / "hub").as_uri())
-    path = tmp_path / "hub" / DM_F0_REPO / "resolve" / "main" / "model.safetensors"
-    path.parent.mkdir(parents=True)
-    write_safetensors(state, path)
-
-
 @pytest.fixture(scope="module")
 def dm_golden_state():
     return haiku_to_timm(golden_params(), depths=(1, 2, 6, 3))
@@ -379,7 +375,7 @@ def deepmind_loaded_f0(tmp_path_factory):
 def test_dm_nfnet_f0_with_timms_weights_computes_exactly_the_deepmind_loaded_logits(
     tmp_path, monkeypatch, dm_golden_state, deepmind_loaded_f0
 ):
-    serve_dm_f0_on_a_file_hub(tmp_path, monkeypatch, dm_golden_state)
+    serve_on_a_file_hub(tmp_path, monkeypatch, DM_F0_REPO, dm_golden_state)
     model = create_model(DM_F0, weights="imagenet", classifier_activation=None)
     x = golden_outputs()["x"]
     expected = keras.ops.convert_to_numpy(deepmind_loaded_f0(x, training=False))
@@ -388,7 +384,7 @@ def test_dm_nfnet_f0_with_timms_weights_computes_exactly_the_deepmind_loaded_log
 
 def test_dm_nfnet_wrong_tensor_shape_is_one_line_naming_the_tensor(tmp_path, monkeypatch, dm_golden_state):
     state = dict(dm_golden_state, **{"stages.1.0.conv1.weight": np.zeros((256, 256, 3, 3), np.float32)})
-    serve_dm_f0_on_a_file_hub(tmp_path, monkeypatch, state)
+    serve_on_a_file_hub(tmp_path, monkeypatch, DM_F0_REPO, state)
     # timm's stages.1.0.conv1 is DeepMind's nf_block_1/conv0, the name the model knows it by.
     pattern = (
         r"^Weights from [^\n]* do not fit model 'dm_nfnet_f0': mismatched \(1\): nf_block_1/conv0/kernel "

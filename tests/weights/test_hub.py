@@ -218,11 +218,14 @@ def test_hugging_face_cache_folder_is_resolved_as_huggingface_hub_does(monkeypat
 
 
 def test_pretrained_tags_are_timms_default_cfgs():
-    # timm/models/nfnet.py default_cfgs: hf_hub_id "timm/" + model.tag; eca_nfnet_l3 has no weights.
+    # timm/models/nfnet.py default_cfgs: hf_hub_id "timm/" + model.tag; eca_nfnet_l3 and the
+    # NF-RegNets/NF-ResNets other than nf_regnet_b1 and nf_resnet50 have none.
     assert {model: file.repo_id for model, file in timm.IMAGENET_WEIGHTS.items()} == {
         "eca_nfnet_l0": "timm/eca_nfnet_l0.ra2_in1k",
         "eca_nfnet_l1": "timm/eca_nfnet_l1.ra2_in1k",
         "eca_nfnet_l2": "timm/eca_nfnet_l2.ra3_in1k",
         "nfnet_l0": "timm/nfnet_l0.ra2_in1k",
+        "nf_regnet_b1": "timm/nf_regnet_b1.ra2_in1k",
+        "nf_resnet50": "timm/nf_resnet50.ra2_in1k",
         **{f"dm_nfnet_f{i}": f"timm/dm_nfnet_f{i}.dm_in1k" for i in range(7)},
     }

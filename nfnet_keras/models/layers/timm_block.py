@@ -1,10 +1,12 @@
-"""The pre-activation block of timm's own NFNets (`timm.models.nfnet.NormFreeBlock`, `reg=False`).
+"""The pre-activation block of timm's own NFNets (`timm.models.nfnet.NormFreeBlock`) and its stem pool.
 
-timm's non-DeepMind NFNets (`nfnet_l0`, `eca_nfnet_l0` ... `l3`) differ from
-DeepMind's block (`NFBlock`) in ways that change the numbers: plain
-activations with the gamma folded into the next conv (`ScaledStdConv2D`),
-symmetric padding, no skip gain (conv3's gain starts at 0 instead), ECA or a
-rounded SE as attention, and channel counts rounded by `make_divisible`.
+timm's non-DeepMind NFNets (`nfnet_l0`, `eca_nfnet_l0` ... `l3`, its
+NF-RegNets and NF-ResNets) differ from DeepMind's block (`NFBlock`) in ways
+that change the numbers: plain activations with the gamma folded into the
+next conv (`ScaledStdConv2D`), symmetric padding, no skip gain (conv3's gain
+starts at 0 instead), ECA or a rounded SE as attention, and channel counts
+rounded by `make_divisible`. `SymmetricMaxPool2D` is the NF-ResNets' stem
+pool (PyTorch's `MaxPool2d(3, 2, padding=1)`).
 """
 
 import keras
@@ -16,7 +18,7 @@ from nfnet_keras.models.layers.squeeze_excite import SqueezeExcite
 from nfnet_keras.models.layers.std_conv_timm import ScaledStdConv2D
 from nfnet_keras.models.layers.stochastic_depth import StochasticDepth
 
-#: The attention layers timm's NFNets use after conv3 (`attn_last`).
+#: The attention layers of timm's NFNets: after conv3 (`attn_last`), or after conv2 with `reg=True` (`attn`).
 ATTENTIONS = ("eca", "se", None)
 
 
@@ -32,14 +34,15 @@ def make_divisible(value, divisor=8, min_value=None, round_limit=0.9):
     return rounded
 
 
-def timm_bottleneck(out_channels, bottle_ratio, group_size, ch_div=8):
-    """timm's bottleneck of a ResNet-style (`reg=False`) block: `(mid_channels, groups)`.
+def timm_bottleneck(width, bottle_ratio, group_size, ch_div=8):
+    """timm's bottleneck of a block: `(mid_channels, groups)`.
 
-    `make_divisible(out * bottle_ratio, ch_div)`, in groups of `group_size`
+    `make_divisible(width * bottle_ratio, ch_div)`, in groups of `group_size`
     (None: one group), rounded down to whole groups when `group_size` is a
-    multiple of `ch_div`.
+    multiple of `ch_div`. `width` is the block's output width in a
+    ResNet-style block (`reg=False`), its input width in a RegNet-style one.
     """
-    mid = make_divisible(out_channels * bottle_ratio, ch_div)
+    mid = make_divisible(width * bottle_ratio, ch_div)
     if not group_size:
         return mid, 1
     groups = mid // group_size
@@ -52,7 +55,7 @@ def timm_bottleneck(out_channels, bottle_ratio, group_size, ch_div=8):
 
 @keras.saving.register_keras_serializable(package="nfnet_keras")
 class NormFreeBlock(keras.layers.Layer):
-    """timm's NormFreeBlock (`reg=False`), in its exact order, for eval-mode equality with timm.
+    """timm's NormFreeBlock, in its exact order, for eval-mode equality with timm.
 
         out = act(x) * beta
         shortcut = downsample_conv(avg_pool(out))   stride 2 (pool: 2x2, ceil mode, valid cells only)
@@ -61,15 +64,23 @@ class NormFreeBlock(keras.layers.Layer):
         out = conv1(out)                            1x1 -> mid
         out = conv2(act(out))                       3x3, stride, groups
         out = conv2b(act(out))                      3x3, groups (extra_conv)
+        out = attn_gain * (out * attn(out))         reg=True: ECA or SE gate on the mid channels
         out = conv3(act(out))                       1x1 -> out, gain initialised to 0
-        out = attn_gain * (out * attn_last(out))    ECA or SE gate (attention)
+        out = attn_gain * (out * attn_last(out))    reg=False: ECA or SE gate on the output channels
         out = stochastic_depth(out)                 training only, if rate > 0
         return out * alpha + shortcut
 
     `act` is the plain nonlinearity: every conv carries its gamma
     (`ScaledStdConv2D(gamma=GAMMAS[activation])`). The layers are named after
     timm's modules (`conv1`, `conv2`, `conv2b`, `conv3`, `downsample_conv`
-    for `downsample.conv`, `attn_last`), so its state dict maps by name.
+    for `downsample.conv`, `attn`, `attn_last`), and created in timm's order,
+    so its state dict maps by name and in order.
+
+    `reg=True` is timm's RegNet-style block (its NF-RegNets): the bottleneck
+    is `bottle_ratio` times the *input* width and the attention sits between
+    conv2 and conv3. `reg=False` (ResNet-style, the light NFNets and
+    NF-ResNets): the bottleneck is a fraction of the output width and the
+    attention follows conv3.
 
     Stochastic depth is DeepMind's (`StochasticDepth`, no 1/keep rescale);
     timm's DropPath rescales the kept examples. Both are the identity at
@@ -81,12 +92,13 @@ class NormFreeBlock(keras.layers.Layer):
         alpha, beta: signal-propagation constants (beta = 1 / expected std).
         bottle_ratio, group_size, ch_div: the bottleneck (see `timm_bottleneck`).
         attention: `"eca"`, `"se"` or None.
-        se_ratio, se_divisor: SE hidden width, `make_divisible(out * se_ratio,
-            se_divisor, round_limit=0)` (timm's `SEModule`).
+        se_ratio, se_divisor: SE hidden width, `make_divisible(C * se_ratio,
+            se_divisor, round_limit=0)` of the C channels it gates (timm's `SEModule`).
         attn_gain: factor on the gated branch (2.0).
         activation: a key of `GAMMAS`.
         eps: the convs' standardisation eps (timm's NFNets: 1e-5).
         extra_conv: include conv2b.
+        reg: timm's RegNet-style block (see above).
         stochdepth_rate: per-example drop rate of the residual branch.
         seed: optional seed for stochastic depth.
         remat: recompute the residual branch in the backward pass (`keras.remat`).
@@ -109,6 +121,7 @@ class NormFreeBlock(keras.layers.Layer):
         activation="silu",
         eps=1e-5,
         extra_conv=True,
+        reg=False,
         stochdepth_rate=0.0,
         seed=None,
         remat=False,
@@ -134,15 +147,16 @@ class NormFreeBlock(keras.layers.Layer):
         self.activation = activation
         self.eps = float(eps)
         self.extra_conv = bool(extra_conv)
+        self.reg = bool(reg)
         self.stochdepth_rate = float(stochdepth_rate)
         self.seed = seed
         self.remat = bool(remat)
 
         self.mid_channels, self.groups = timm_bottleneck(
-            self.out_channels, self.bottle_ratio, self.group_size, self.ch_div
+            self.in_channels if self.reg else self.out_channels, self.bottle_ratio, self.group_size, self.ch_div
         )
         conv = {"gamma": GAMMAS[activation], "eps": self.eps}
-        # Created first: the weights then come in timm's state-dict order.
+        # Created in timm's module order, so that the weights come in its state-dict order.
         self.downsample_conv = None
         self.downsample_pool = None
         if self.stride > 1 or self.in_channels != self.out_channels:
@@ -163,23 +177,25 @@ class NormFreeBlock(keras.layers.Layer):
             if self.extra_conv
             else None
         )
+        self.attn = self._attention_layer(self.mid_channels, "attn") if self.reg else None
         # timm without skipinit: conv3's gain starts at 0, so each block starts as its shortcut.
         self.conv3 = ScaledStdConv2D(self.out_channels, 1, gain_initializer="zeros", name="conv3", **conv)
-        self.attn_last = self._attention_layer()
+        self.attn_last = None if self.reg else self._attention_layer(self.out_channels, "attn_last")
         self.stochastic_depth = (
             StochasticDepth(self.stochdepth_rate, seed=seed, name="stochastic_depth")
             if self.stochdepth_rate > 0.0
             else None
         )
 
-    def _attention_layer(self):
+    def _attention_layer(self, channels, name):
+        """The gate of `channels` channels (None without attention), named after timm's module."""
         if self.attention == "eca":
-            return EfficientChannelAttention(self.out_channels, name="attn_last")
+            return EfficientChannelAttention(channels, name=name)
         if self.attention == "se":
-            hidden = make_divisible(self.out_channels * self.se_ratio, self.se_divisor, round_limit=0.0)
-            layer = SqueezeExcite(self.out_channels, hidden / self.out_channels, name="attn_last")
+            hidden = make_divisible(channels * self.se_ratio, self.se_divisor, round_limit=0.0)
+            layer = SqueezeExcite(channels, hidden / channels, name=name)
             if layer.hidden != hidden:
-                raise ValueError(f"{self.name}: no SqueezeExcite of {hidden} hidden channels for {self.out_channels}")
+                raise ValueError(f"{self.name}: no SqueezeExcite of {hidden} hidden channels for {channels}")
             return layer
         return None
 
@@ -193,6 +209,8 @@ class NormFreeBlock(keras.layers.Layer):
         self.conv2.build((batch, None, None, self.mid_channels))
         if self.conv2b is not None:
             self.conv2b.build((batch, None, None, self.mid_channels))
+        if self.attn is not None:
+            self.attn.build((batch, None, None, self.mid_channels))
         self.conv3.build((batch, None, None, self.mid_channels))
         if self.attn_last is not None:
             self.attn_last.build((batch, None, None, self.out_channels))
@@ -207,10 +225,16 @@ class NormFreeBlock(keras.layers.Layer):
         out = self.conv2(self.act(out))
         if self.conv2b is not None:
             out = self.conv2b(self.act(out))
+        if self.attn is not None:
+            out = self._gated(self.attn, out)
         out = self.conv3(self.act(out))
         if self.attn_last is not None:
-            out = (out * self.attn_last(out)) * ops.cast(self.attn_gain, out.dtype)
+            out = self._gated(self.attn_last, out)
         return out, shortcut
+
+    def _gated(self, gate, out):
+        """timm's `attn_gain * attn(out)`, where its attention module returns `out * gate`."""
+        return (out * gate(out)) * ops.cast(self.attn_gain, out.dtype)
 
     def call(self, inputs, training=False):
         branch = keras.remat(self.residual_and_shortcut) if self.remat and training else self.residual_and_shortcut
@@ -242,9 +266,53 @@ class NormFreeBlock(keras.layers.Layer):
                 "activation": self.activation,
                 "eps": self.eps,
                 "extra_conv": self.extra_conv,
+                "reg": self.reg,
                 "stochdepth_rate": self.stochdepth_rate,
                 "seed": self.seed,
                 "remat": self.remat,
             }
         )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="nfnet_keras")
+class SymmetricMaxPool2D(keras.layers.Layer):
+    """Max pooling with `padding` cells on *each* side that never win: PyTorch's `MaxPool2d(k, s, padding)`.
+
+    timm's NF-ResNet stem pools with `nn.MaxPool2d(3, stride=2, padding=1)`.
+    Keras' "same" pooling pads bottom/right only on an even input, which
+    shifts every window by one pixel; this layer pads with -inf on all sides
+    and pools "valid", so the output is `(size + 2 * padding - pool_size) //
+    strides + 1` and every window matches PyTorch's.
+
+    Args:
+        pool_size: the square window side.
+        strides: the step between windows.
+        padding: -inf cells added on each side (less than `pool_size`, so
+            every window holds a real value).
+    """
+
+    def __init__(self, pool_size=3, strides=2, padding=1, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = int(pool_size)
+        self.strides = int(strides)
+        self.padding = int(padding)
+        if not 0 <= self.padding < self.pool_size:
+            raise ValueError(f"padding must be in [0, pool_size), got {padding} for pool_size {pool_size}")
+
+    def call(self, inputs):
+        pad = [[0, 0], [self.padding] * 2, [self.padding] * 2, [0, 0]]
+        padded = ops.pad(inputs, pad, constant_values=float("-inf"))
+        return ops.max_pool(padded, self.pool_size, self.strides, padding="valid")
+
+    def output_size(self, size):
+        """The pooled length of a side of `size` (None stays None)."""
+        return None if size is None else (size + 2 * self.padding - self.pool_size) // self.strides + 1
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.output_size(input_shape[1]), self.output_size(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"pool_size": self.pool_size, "strides": self.strides, "padding": self.padding})
         return config
