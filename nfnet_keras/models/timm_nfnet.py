@@ -250,8 +250,9 @@ def build(variant, arguments, stochdepth_rate=0.0, seed=None, remat=False, **con
             `nfnet_keras.weights.timm.IMAGENET_WEIGHTS`) or a path (timm's
             `model.safetensors`, a Keras weights file).
         stochdepth_rate: the last block's drop rate; block i of N gets
-            `rate * i / (N - 1)` (timm's `drop_path_rate` schedule; the drop
-            itself is DeepMind's, without timm's 1/keep rescale). timm's default is 0.
+            `rate * i / (N - 1)` (timm's `drop_path_rate` schedule), kept
+            examples rescaled by `1 / keep` as timm's DropPath does. timm's
+            default is 0.
         seed, remat: as for `nfnet_keras.NFNet`.
         **config_overrides: keys of `CONFIG_KEYS` (`drop_rate`, `depths`, ...).
 

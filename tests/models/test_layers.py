@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import pytest
 
+import nfnet_keras
+from nfnet_keras.keras_internals import nested_layers
 from nfnet_keras.models.layers import ws_conv
 from nfnet_keras.models.layers import (
     GAMMAS,
@@ -488,6 +490,26 @@ def test_stochastic_depth_training_keeps_examples_unscaled_or_zeroes_them(rng):
     dropped = np.all(out == 0.0, axis=(1, 2, 3))
     assert np.all(kept | dropped)  # whole examples, no 1/keep rescale
     assert kept.any() and dropped.any()
+
+
+def test_stochastic_depth_scaled_by_keep_divides_kept_examples_as_timms_drop_path(rng):
+    x = rng.uniform(0.5, 1.5, (64, 3, 2, 2)).astype("float32")
+    out = to_np(StochasticDepth(0.25, seed=1, scale_by_keep=True)(x, training=True))
+    kept = np.all(np.isclose(out, x / 0.75, rtol=1e-6), axis=(1, 2, 3))
+    dropped = np.all(out == 0.0, axis=(1, 2, 3))
+    assert np.all(kept | dropped) and kept.any() and dropped.any()
+
+
+def _stochastic_depth_rescaling(model):
+    """The `scale_by_keep` values of the model's active stochastic-depth layers."""
+    return {layer.scale_by_keep for layer in nested_layers(model) if isinstance(layer, StochasticDepth) and layer.rate}
+
+
+def test_timm_blocks_rescale_their_stochastic_depth_and_deepminds_do_not():
+    timm_model = nfnet_keras.create_model("timm/nf_resnet26", input_shape=(32, 32, 3), stochdepth_rate=0.2)
+    deepmind_model = nfnet_keras.create_model("nano", stochdepth_rate=0.2)
+    assert _stochastic_depth_rescaling(timm_model) == {True}
+    assert _stochastic_depth_rescaling(deepmind_model) == {False}
 
 
 def test_stochastic_depth_keep_fraction_is_one_minus_rate():

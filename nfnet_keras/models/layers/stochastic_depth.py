@@ -1,4 +1,4 @@
-"""Batch-wise stochastic depth without rescaling."""
+"""Per-example stochastic depth: DeepMind's (no rescale) or timm's DropPath (1 / keep rescale)."""
 
 import keras
 from keras import ops
@@ -10,19 +10,25 @@ class StochasticDepth(keras.layers.Layer):
 
     DeepMind's `base.StochDepth`: `mask = floor(keep + U[0, 1))` of shape
     (N, 1, 1, 1), output `x * mask`, with **no** `1 / keep` rescale.  Keras'
-    `Dropout` and most DropPath layers rescale, so they do not match.
+    `Dropout` and most DropPath layers rescale, so they do not match.  With
+    `scale_by_keep=True` it is timm's `DropPath` (`drop_path(...,
+    scale_by_keep=True)`): the kept examples are divided by `keep`, so the
+    expected output equals the input.
 
     Args:
         rate: drop probability in [0, 1).
         seed: optional int seed for the layer's `SeedGenerator`.
+        scale_by_keep: divide the kept examples by `1 - rate` (timm) or not
+            (DeepMind).
     """
 
-    def __init__(self, rate, seed=None, **kwargs):
+    def __init__(self, rate, seed=None, scale_by_keep=False, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= float(rate) < 1.0:
             raise ValueError(f"stochastic depth rate must be in [0, 1), got {rate}")
         self.rate = float(rate)
         self.seed = seed
+        self.scale_by_keep = bool(scale_by_keep)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=False):
@@ -30,7 +36,10 @@ class StochasticDepth(keras.layers.Layer):
             return inputs
         batch = ops.shape(inputs)[0]
         noise = keras.random.uniform((batch, 1, 1, 1), dtype=inputs.dtype, seed=self.seed_generator)
-        mask = ops.floor(ops.cast(1.0 - self.rate, inputs.dtype) + noise)
+        keep = ops.cast(1.0 - self.rate, inputs.dtype)
+        mask = ops.floor(keep + noise)
+        if self.scale_by_keep:
+            mask = mask / keep
         return inputs * mask
 
     def compute_output_shape(self, input_shape):
@@ -38,5 +47,5 @@ class StochasticDepth(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"rate": self.rate, "seed": self.seed})
+        config.update({"rate": self.rate, "seed": self.seed, "scale_by_keep": self.scale_by_keep})
         return config

@@ -82,9 +82,8 @@ class NormFreeBlock(keras.layers.Layer):
     NF-ResNets): the bottleneck is a fraction of the output width and the
     attention follows conv3.
 
-    Stochastic depth is DeepMind's (`StochasticDepth`, no 1/keep rescale);
-    timm's DropPath rescales the kept examples. Both are the identity at
-    inference.
+    Stochastic depth is timm's DropPath (`StochasticDepth(scale_by_keep=True)`:
+    the kept examples are divided by `1 - rate`); the identity at inference.
 
     Args:
         in_channels, out_channels: block input and output widths.
@@ -182,7 +181,8 @@ class NormFreeBlock(keras.layers.Layer):
         self.conv3 = ScaledStdConv2D(self.out_channels, 1, gain_initializer="zeros", name="conv3", **conv)
         self.attn_last = None if self.reg else self._attention_layer(self.out_channels, "attn_last")
         self.stochastic_depth = (
-            StochasticDepth(self.stochdepth_rate, seed=seed, name="stochastic_depth")
+            # timm's DropPath rescales the kept examples by 1 / keep.
+            StochasticDepth(self.stochdepth_rate, seed=seed, scale_by_keep=True, name="stochastic_depth")
             if self.stochdepth_rate > 0.0
             else None
         )
