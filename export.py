@@ -82,6 +82,13 @@ _define("integer", "representative_count", 100, "Calibration images for int8_ful
 _define("boolean", "parity", True, "Check every artifact against the Keras model and print the table.")
 _define("string", "parity_images", None, "Image folder for the parity check (default: bundled CIFAR-10 test images).")
 _define("integer", "parity_count", 100, "Images in the parity check.")
+_define(
+    "string",
+    "grouped_conv",
+    None,
+    "Grouped convolutions written into the SavedModel: split (one conv per group, fast on CPUs) or native "
+    "(one grouped conv: for GPU and TPU servers). Default: this machine's form (NFNET_GROUPED_CONV or auto).",
+)
 
 
 def _load_cli():

@@ -24,6 +24,7 @@ from nfnet_keras.checks import check_integer
 from nfnet_keras.export import savedmodel, versions
 from nfnet_keras.export import tflite as litert
 from nfnet_keras.export.model import ExportError, load_export_model, require_tensorflow_backend
+from nfnet_keras.models.layers.ws_conv import grouped_conv_mode, grouped_conv_override
 from nfnet_keras.models.loading import predict_probabilities
 from nfnet_keras.preprocessing import prepare_images, preprocess_input
 
@@ -50,6 +51,7 @@ DEFAULTS = {
     "parity": True,
     "parity_images": None,
     "parity_count": 100,
+    "grouped_conv": None,
 }
 
 
@@ -90,6 +92,10 @@ def run(settings, print_fn=print):
         check_integer(settings[key], f"--{key}", error=ExportError, allow_none=key == "version")
     if settings["name"] is not None:
         versions.check_name(settings["name"])
+    if settings["grouped_conv"] not in (None, "split", "native"):
+        raise ExportError(f"--grouped_conv must be split or native, got {settings['grouped_conv']!r}")
+    if settings["grouped_conv"] == "native" and flavours:
+        raise ExportError("--grouped_conv native is for GPU and TPU SavedModel servers; export the TFLite files without it")
     _check_export_dir(settings["export_dir"])
     if "int8_full" in flavours:
         _check_folder(settings["representative_images"], "representative_images")
@@ -122,9 +128,12 @@ def run(settings, print_fn=print):
     tflite_files = {}
     with versions.VersionWriter(targets, overwrite=settings["overwrite"]) as writer:
         step = time.time()
-        archive, folded, top_k = savedmodel.build_archive(model, top_k=settings["top_k"])
         staged = writer.staging(saved_model_dir)
-        archive.write_out(staged, verbose=False)
+        # The convolutions are traced (in build_archive and write_out) in the form asked for.
+        with grouped_conv_override(settings["grouped_conv"]):
+            archive, folded, top_k = savedmodel.build_archive(model, top_k=settings["top_k"])
+            archive.write_out(staged, verbose=False)
+            grouped_conv = grouped_conv_mode()
         timings["fold, trace and write the SavedModel"] = time.time() - step
         if "int8_full" in flavours:
             step = time.time()
@@ -148,6 +157,7 @@ def run(settings, print_fn=print):
         "image_size": preprocessing.image_size,
         "crop_padding": preprocessing.crop_padding,
         "resize": preprocessing.resize,
+        "grouped_conv": grouped_conv,
         "num_classes": model.num_classes,
         "top_k": top_k,
         "version": version,
@@ -263,6 +273,10 @@ def _shape(shape):
 _RESIZE_WORDS = {"squash": "squash-resize", "shorter_side": "shorter side resized"}
 
 
+# What each grouped-convolution form written into the SavedModel is fast on.
+_GROUPED_CONV_WORDS = {"split": "one conv per group: fast on CPUs", "native": "one grouped conv: for GPU/TPU servers"}
+
+
 def format_summary(results):
     """The printed summary of `run`, as a list of lines."""
     lines = [
@@ -272,7 +286,8 @@ def format_summary(results):
         f"top-{results['top_k']}",
         "",
         f"SavedModel (TF Serving version {results['version']}): {results['saved_model']['path']}  "
-        f"{_megabytes(results['saved_model']['bytes'])}",
+        f"{_megabytes(results['saved_model']['bytes'])}, grouped convolutions {results['grouped_conv']} "
+        f"({_GROUPED_CONV_WORDS[results['grouped_conv']]})",
     ]
     signatures = results["saved_model"]["signatures"]
     for key in sorted(signatures, key=lambda k: (k != "serving_default", k)):

@@ -363,6 +363,35 @@ def test_existing_version_is_refused_unless_overwrite(run_dir, tmp_path):
     np.testing.assert_allclose(served["probabilities"].numpy(), reference["raw"], atol=1e-5)  # --noema this time
 
 
+def _convolutions(saved_model_dir):
+    """The number of Conv2D ops in the `predict_pixels` graph of a SavedModel (its functions included)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    graph = tf.saved_model.load(str(saved_model_dir)).signatures["predict_pixels"].graph.as_graph_def()
+    nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
+    return sum(node.op == "Conv2D" for node in nodes)
+
+
+def test_grouped_convolutions_are_written_in_the_form_asked_for_with_the_same_outputs(run_dir, tmp_path):
+    import tensorflow as tf  # noqa: PLC0415
+
+    _, reference = run_dir
+    paths = {}
+    for form in ("split", "native"):
+        settings = _settings(run_dir, tmp_path, name=f"nfnet_{form}", ema=False, grouped_conv=form)
+        results = export_lib.run(settings, print_fn=lambda line: None)
+        assert results["grouped_conv"] == form
+        paths[form] = results["saved_model"]["path"]
+        served = tf.saved_model.load(paths[form]).signatures["predict_pixels"](pixels=reference["pixels"])
+        np.testing.assert_allclose(served["probabilities"].numpy(), reference["raw"], atol=1e-5)
+    assert _convolutions(paths["native"]) < _convolutions(paths["split"])  # one op per grouped layer
+
+
+def test_native_grouped_convolutions_with_tflite_files_are_refused(run_dir, tmp_path):
+    with pytest.raises(ExportError, match="--grouped_conv native is for GPU and TPU"):
+        export_lib.run(_settings(run_dir, tmp_path, grouped_conv="native", tflite=["fp32"]))
+
+
 def test_failed_export_leaves_no_partial_version_directory(run_dir, tmp_path, monkeypatch):
     def broken_convert(*args, **kwargs):
         raise RuntimeError("converter crashed")

@@ -1,5 +1,6 @@
 """Scaled weight-standardised 2-D convolution (`WSConv2D`)."""
 
+import contextlib
 import functools
 import math
 import os
@@ -218,6 +219,30 @@ def grouped_conv_mode():
     if mode == "auto":
         return "split" if _default_device_is_cpu() else "native"
     return mode
+
+
+@contextlib.contextmanager
+def grouped_conv_override(mode):
+    """Within the block, models traced use `mode` ("native" or "split") whatever the machine.
+
+    For artifacts traced on one machine and run on another: a SavedModel for a
+    GPU server exported on a CPU host wants "native" grouped convolutions.
+    Restores `NFNET_GROUPED_CONV` afterwards. `None` changes nothing.
+    """
+    if mode is None:
+        yield
+        return
+    if mode not in GROUPED_CONV_MODES[1:]:
+        raise ValueError(f"grouped convolution mode {mode!r}: choose one of {GROUPED_CONV_MODES[1:]}")
+    previous = os.environ.get("NFNET_GROUPED_CONV")
+    os.environ["NFNET_GROUPED_CONV"] = mode
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["NFNET_GROUPED_CONV"]
+        else:
+            os.environ["NFNET_GROUPED_CONV"] = previous
 
 
 @functools.cache
