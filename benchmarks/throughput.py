@@ -20,15 +20,26 @@ For each configuration it prints one JSON line, then a table:
 
 Peers in the same command: `--peer timm` times timm's `dm_nfnet_*` in PyTorch
 (eager, and `torch.compile` with `--torch_compile`) on the same shapes; AMP
-(bf16/fp16 autocast) follows `--precision`.  timm imports torchvision; where
-no torchvision build matches the installed torch, put a stand-in module on
-PYTHONPATH.  Ratios to the peer are reported from the same run.
+(bf16/fp16 autocast) follows `--precision`.  In training, timm runs the step
+that matches each of our optimizers: `sgd` against `torch.optim.SGD` (Nesterov),
+`nfnet_sgd` against timm's own paper step as its `train.py --clip-mode agc`
+runs it (`adaptive_clip_grad` 0.01 on all but the head, timm's Nesterov SGD
+with weight decay 2e-5 off biases and gains, `ModelEmaV3`).  timm imports
+torchvision; where no torchvision build matches the installed torch, put a
+stand-in module on PYTHONPATH.  Ratios to the peer are reported from the same
+run; with `--rounds N` every configuration runs N times, peer and ours
+alternating, and the ratio is the median of the N same-round ratios (the
+machine's speed drifts between rounds, not within a pair).  Each step is also
+timed in process CPU seconds (`cpu_s_per_step`), steadier than wall time on a
+shared machine.
 
 Examples (the RESULTS.md tables):
 
     python benchmarks/throughput.py --variant F0 --mode infer,train --backend tensorflow,jax --peer timm
     python benchmarks/throughput.py --variant F3 --mode train --image_size 256 --remat both --steps 3
     python benchmarks/throughput.py --variant nano --mode infer,train --batch_size 64
+    python benchmarks/throughput.py --variant F0 --mode train --optimizer nfnet_sgd,sgd --peer timm --rounds 3 \
+        --no-api_pass
 
 Not a test: timings depend on the machine and its load.
 """
@@ -95,6 +106,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--peer", default="", help="comma list of peers to time in the same command: timm")
     parser.add_argument("--torch_compile", action="store_true", help="also time the peer under torch.compile")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every configuration this many times, peer and ours alternating; ratios are same-round medians",
+    )
     parser.add_argument("--matmul_size", type=int, default=2048)
     parser.add_argument("--json_out", default=None, help="also append the JSON lines to this file")
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
@@ -115,14 +132,21 @@ def median(values):
     return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
 
 
-def time_steps(step, warmup, steps, sync):
+def time_steps(step, warmup, steps, sync, cpu_times=None):
+    """Wall seconds of each of `steps` steps after `warmup` untimed ones.
+
+    With a list as `cpu_times`, the process CPU seconds (all threads) of each
+    timed step are appended to it.
+    """
     for _ in range(warmup):
         sync(step())
     times = []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         sync(step())
         times.append(time.perf_counter() - start)
+        if cpu_times is not None:
+            cpu_times.append(time.process_time() - cpu_start)
     return times
 
 
@@ -191,7 +215,8 @@ def keras_worker(cfg):
         # predict/train_on_batch return numpy values: the step has finished.
         return out
 
-    times = time_steps(step, cfg["warmup"], cfg["steps"], sync)
+    cpu_times = []
+    times = time_steps(step, cfg["warmup"], cfg["steps"], sync, cpu_times)
     step_s = median(times)
     # The same work through model.predict / model.fit on numpy arrays of
     # `steps` batches: the user-facing calls reach the same speed.
@@ -215,6 +240,7 @@ def keras_worker(cfg):
         "img_per_s": round(batch / step_s, 3),
         "ms_per_step": round(step_s * 1e3, 1),
         "step_times_s": [round(t, 4) for t in times],
+        "cpu_s_per_step": round(median(cpu_times), 3),
         ("predict" if cfg["mode"] == "infer" else "fit") + "_img_per_s": api_img_per_s and round(api_img_per_s, 3),
         "fwd_gmac_per_image": round(fwd_gmac, 6),
         "gmac_per_s": round(achieved, 2),
@@ -335,6 +361,36 @@ def versions(backend):
 
 # --------------------------------------------------------------------------- timm worker
 
+#: What timm runs against each of our optimizers (the JSON `optimizer` of a timm row).
+TIMM_STEPS = {
+    "sgd": "torch SGD nesterov",
+    "nfnet_sgd": "timm paper step: AGC 0.01 (not the head), SGD nesterov wd 2e-5, ModelEmaV3 0.99999",
+}
+
+
+def timm_paper_step_parts(model):
+    """timm's paper step as its `train.py --clip-mode agc --clip-grad 0.01` builds it.
+
+    Returns `(optimizer, clip, average)`: timm's `sgd` (Nesterov, momentum 0.9,
+    weight decay 2e-5 on all but biases and other 1-D parameters), a function
+    that runs `adaptive_clip_grad` at 0.01 on every parameter but the head's
+    (`model_parameters(exclude_head=True)`, what train.py clips), and the
+    `ModelEmaV3` at 0.99999 that train.py updates after each step.
+    """
+    from timm.models import model_parameters
+    from timm.optim import create_optimizer_v2
+    from timm.utils import dispatch_clip_grad
+    from timm.utils.model_ema import ModelEmaV3
+
+    optimizer = create_optimizer_v2(model, opt="sgd", lr=0.1, momentum=0.9, weight_decay=2e-5)
+    clipped = list(model_parameters(model, exclude_head=True))
+
+    def clip():
+        dispatch_clip_grad(clipped, value=0.01, mode="agc")
+
+    return optimizer, clip, ModelEmaV3(model, decay=0.99999)
+
+
 
 def timm_worker(cfg):
     import numpy as np
@@ -364,17 +420,26 @@ def timm_worker(cfg):
 
     else:
         model.train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+        paper = cfg["optimizer"] == "nfnet_sgd"
         scaler = torch.amp.GradScaler(device, enabled=amp_dtype == torch.float16)
         y = torch.arange(batch, device=device) % 1000
+        if paper:
+            optimizer, clip, average = timm_paper_step_parts(model)
+        else:
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
 
         def step():
             optimizer.zero_grad(set_to_none=True)
             with autocast():
                 loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=0.1)
             scaler.scale(loss).backward()
+            if paper:
+                scaler.unscale_(optimizer)
+                clip()
             scaler.step(optimizer)
             scaler.update()
+            if paper:
+                average.update(model)
             return loss
 
     def sync(out):
@@ -384,7 +449,8 @@ def timm_worker(cfg):
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = time_steps(step, cfg["warmup"], cfg["steps"], sync)
+    cpu_times = []
+    times = time_steps(step, cfg["warmup"], cfg["steps"], sync, cpu_times)
     step_s = median(times)
     n = cfg["matmul_size"]
     mm_dtype = amp_dtype or torch.float32
@@ -396,7 +462,7 @@ def timm_worker(cfg):
     achieved = fwd_gmac * batch * (3 if cfg["mode"] == "train" else 1) / step_s
     return {
         "impl": "timm-torch" + ("-compile" if cfg["torch_compile"] else "-eager"),
-        "optimizer": "torch SGD nesterov" if cfg["mode"] == "train" else None,
+        "optimizer": TIMM_STEPS[cfg["optimizer"]] if cfg["mode"] == "train" else None,
         "variant": cfg["variant"],
         "mode": cfg["mode"],
         "image_size": size,
@@ -406,6 +472,7 @@ def timm_worker(cfg):
         "img_per_s": round(batch / step_s, 3),
         "ms_per_step": round(step_s * 1e3, 1),
         "step_times_s": [round(t, 4) for t in times],
+        "cpu_s_per_step": round(median(cpu_times), 3),
         "fwd_gmac_per_image": fwd_gmac,
         "gmac_per_s": round(achieved, 2),
         "matmul_gflop_per_s": round(matmul, 1),
@@ -432,6 +499,7 @@ def run_worker(cfg):
 
 
 def configurations(args):
+    """The configurations of one round, each peer run just before the rows it is compared with."""
     import importlib
 
     sys.path.insert(0, ROOT)
@@ -456,39 +524,74 @@ def configurations(args):
                 "warmup": args.warmup,
                 "matmul_size": args.matmul_size,
             }
-            for backend in backends:
-                for remat in remats if mode == "train" else [False]:
-                    for optimizer in optimizers if mode == "train" else optimizers[:1]:
+            for optimizer in optimizers if mode == "train" else optimizers[:1]:
+                for peer in peers:
+                    for compiled in (False, True) if args.torch_compile else (False,):
+                        yield {**common, "kind": peer, "torch_compile": compiled, "optimizer": optimizer}
+                for backend in backends:
+                    for remat in remats if mode == "train" else [False]:
                         yield {**common, "kind": "keras", "backend": backend, "jit": args.jit, "remat": remat,
                                "grouped_conv": args.grouped_conv, "optimizer": optimizer,
                                "api_pass": args.api_pass}
-            for peer in peers:
-                for compiled in (False, True) if args.torch_compile else (False,):
-                    yield {**common, "kind": peer, "torch_compile": compiled}
+
+
+def _row_key(r):
+    """What identifies a configuration across rounds."""
+    return (r["impl"], r["mode"], r["image_size"], r["precision"], r["jit"], r.get("remat"), r.get("optimizer"))
+
+
+def _peer_key(r):
+    """What a row is compared on: the same work, with our optimizer name for a training step."""
+    return (r["mode"], r["image_size"], r["precision"], r.get("step") if r["mode"] == "train" else None)
+
+
+def summarise(results):
+    """One row per configuration: median img/s over rounds, and the median same-round ratio to the peer.
+
+    Returns a list of dicts (the first round's row, with `img_per_s`,
+    `ms_per_step`, `cpu_s_per_step`, `gmac_per_s` and `utilisation` replaced by
+    medians over rounds, `rounds`, and `vs_peer`, the median over rounds of
+    img/s divided by the fastest peer run of the same step in the same round).
+    """
+    ok = [r for r in results if "error" not in r]
+    best_peer = {}
+    for r in ok:
+        if r["impl"].startswith("timm"):
+            key = (r["round"],) + _peer_key(r)
+            best_peer[key] = max(best_peer.get(key, 0.0), r["img_per_s"])
+    groups = {}
+    for r in ok:
+        groups.setdefault(_row_key(r), []).append(r)
+    rows = []
+    for runs in groups.values():
+        row = dict(runs[0])
+        for field in ("img_per_s", "ms_per_step", "cpu_s_per_step", "gmac_per_s", "utilisation"):
+            values = [r[field] for r in runs if r.get(field) is not None]
+            row[field] = median(values) if values else None
+        row["rounds"] = len(runs)
+        ratios = [r["img_per_s"] / best_peer[(r["round"],) + _peer_key(r)] for r in runs
+                  if not r["impl"].startswith("timm") and best_peer.get((r["round"],) + _peer_key(r))]
+        row["vs_peer"] = round(median(ratios), 3) if ratios else None
+        rows.append(row)
+    return rows
 
 
 def print_table(results):
     header = ("impl", "mode", "px", "batch", "prec", "jit", "remat", "optimizer", "img/s", "fit/predict img/s",
-              "ms/step", "GMAC/s", "matmul GFLOP/s", "util", "peak MB", "vs peer")
+              "ms/step", "CPU s/step", "GMAC/s", "matmul GFLOP/s", "util", "peak MB", "rounds", "vs peer")
     rows = []
-    peers = {}
-    for r in results:
-        if "error" not in r and r["impl"].startswith("timm"):
-            key = (r["mode"], r["image_size"], r["precision"])
-            peers[key] = max(peers.get(key, 0.0), r["img_per_s"])
     for r in results:
         if "error" in r:
             rows.append((r.get("kind", "?") + "/" + r.get("backend", ""), r["mode"], "", "", "", "", "", "error"))
-            continue
-        peer = peers.get((r["mode"], r["image_size"], r["precision"]))
-        ratio = f"{r['img_per_s'] / peer:.2f}x" if peer and not r["impl"].startswith("timm") else ""
+    for r in summarise(results):
         peak = r.get("peak_device_mb") or r.get("peak_host_rss_mb")
         api = r.get("predict_img_per_s") or r.get("fit_img_per_s")
+        cpu = r.get("cpu_s_per_step")
         rows.append((r["impl"], r["mode"], r["image_size"], r["batch_size"], r["precision"], r["jit"],
-                     r.get("remat", ""), r.get("optimizer") or "", f"{r['img_per_s']:.2f}",
-                     f"{api:.2f}" if api else "", f"{r['ms_per_step']:.0f}",
+                     r.get("remat", ""), r.get("step") or "", f"{r['img_per_s']:.2f}",
+                     f"{api:.2f}" if api else "", f"{r['ms_per_step']:.0f}", f"{cpu:.2f}" if cpu else "",
                      f"{r['gmac_per_s']:.1f}", f"{r['matmul_gflop_per_s']:.0f}", f"{r['utilisation']:.2f}",
-                     f"{peak:.0f}" if peak else "", ratio))
+                     f"{peak:.0f}" if peak else "", r["rounds"], f"{r['vs_peer']:.2f}x" if r["vs_peer"] else ""))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else []
     for row in [header] + rows:
         print(" | ".join(str(x).ljust(w) for x, w in zip(row, widths)))
@@ -501,29 +604,36 @@ def main(argv=None):
         result = keras_worker(cfg) if cfg["kind"] == "keras" else timm_worker(cfg)
         print(json.dumps(result), flush=True)
         return 0
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds must be >= 1, got {args.rounds}")
     results = []
     fwd_gmac = {}
-    for cfg in configurations(args):
-        if cfg["kind"] != "keras":
-            cfg["fwd_gmac_per_image"] = fwd_gmac.get(cfg["image_size"]) or _count_fwd_gmac(cfg)
-        result = run_worker(cfg)
-        if "fwd_gmac_per_image" in result and cfg["kind"] == "keras":
-            fwd_gmac[cfg["image_size"]] = result["fwd_gmac_per_image"]
-        print(json.dumps(result), flush=True)
-        if args.json_out:
-            with open(args.json_out, "a") as f:
-                f.write(json.dumps(result) + "\n")
-        results.append(result)
+    for round_index in range(args.rounds):
+        for cfg in configurations(args):
+            if cfg["kind"] != "keras":
+                cfg["fwd_gmac_per_image"] = fwd_gmac.get(cfg["image_size"]) or _count_fwd_gmac(cfg)
+                fwd_gmac[cfg["image_size"]] = cfg["fwd_gmac_per_image"]
+            result = run_worker(cfg)
+            if "fwd_gmac_per_image" in result and cfg["kind"] == "keras":
+                fwd_gmac[cfg["image_size"]] = result["fwd_gmac_per_image"]
+            # Which of our optimizers the step is (timm rows name their own recipe in "optimizer").
+            result["step"] = cfg["optimizer"] if cfg["mode"] == "train" else None
+            result["round"] = round_index
+            print(json.dumps(result), flush=True)
+            if args.json_out:
+                with open(args.json_out, "a") as f:
+                    f.write(json.dumps(result) + "\n")
+            results.append(result)
     print()
     print_table(results)
     return 1 if any("error" in r for r in results) else 0
 
 
 def _count_fwd_gmac(cfg):
-    """Forward GMACs per image for a peer-only run (no Keras result to take them from)."""
+    """Forward GMACs per image for a peer run before any Keras result to take them from."""
     code = (
-        "import nfnet_keras as n; "
-        f"m = n.NFNet({cfg['variant']!r}, input_shape=({cfg['image_size']}, {cfg['image_size']}, 3)); "
+        "import nfnet_keras; "
+        f"m = nfnet_keras.NFNet({cfg['variant']!r}, input_shape=({cfg['image_size']}, {cfg['image_size']}, 3)); "
         f"print(nfnet_keras.models.count_macs(m, {cfg['image_size']}) / 1e9)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

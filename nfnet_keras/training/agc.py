@@ -24,6 +24,7 @@ __all__ = [
     "unitwise_norm",
     "adaptive_clip_gradients",
     "agc_clip",
+    "agc_scale",
     "agc_clip_mask",
     "agc_clip_fraction",
     "unit_count",
@@ -99,16 +100,19 @@ def unitwise_norm(x):
     return ops.sqrt(ops.sum(squared, axis=axes, keepdims=True))
 
 
-def agc_clip(grad, param, clipping=0.01, eps=1e-3):
-    """AGC for one gradient. Returns `(clipped_grad, trigger)`.
+def agc_scale(grad, param, clipping=0.01, eps=1e-3):
+    """The unit-wise factor AGC multiplies `grad` by. Returns `(scale, trigger)`.
 
-    `clipped_grad` has the dtype of `grad`; `trigger` is a boolean tensor with
-    one entry per unit (the shape of `unitwise_norm(param)`), True where the
-    unit was rescaled.
+    `scale` has the shape of `unitwise_norm(param)` and the compute dtype
+    (float32 for half-precision gradients): `max_norm / max(g_norm, 1e-6)`
+    where the unit is clipped and exactly 1 elsewhere, so `grad * scale` is
+    DeepMind's clipped gradient.  Returning the small factor rather than the
+    clipped gradient lets an optimizer fold it into its own update without a
+    separate pass over the full-size gradient.  `trigger` is True where the
+    unit is rescaled.
     """
     grad = ops.convert_to_tensor(grad)
-    out_dtype = grad.dtype
-    dtype = _compute_dtype(out_dtype)
+    dtype = _compute_dtype(grad.dtype)
     g = ops.cast(grad, dtype)
     p = ops.cast(ops.convert_to_tensor(param), dtype)
     if tuple(g.shape) != tuple(p.shape):
@@ -125,8 +129,20 @@ def agc_clip(grad, param, clipping=0.01, eps=1e-3):
     # The choice is made on the unit-shaped scale (x1 where not clipped, which
     # is exact), so the full-size gradient is multiplied once and not also
     # passed through an elementwise select.
-    clipped = g * ops.where(trigger, scale, ops.ones_like(scale))
-    return ops.cast(clipped, out_dtype), trigger
+    return ops.where(trigger, scale, ops.ones_like(scale)), trigger
+
+
+def agc_clip(grad, param, clipping=0.01, eps=1e-3):
+    """AGC for one gradient. Returns `(clipped_grad, trigger)`.
+
+    `clipped_grad` has the dtype of `grad`; `trigger` is a boolean tensor with
+    one entry per unit (the shape of `unitwise_norm(param)`), True where the
+    unit was rescaled.
+    """
+    grad = ops.convert_to_tensor(grad)
+    scale, trigger = agc_scale(grad, param, clipping, eps)
+    clipped = ops.cast(grad, scale.dtype) * scale
+    return ops.cast(clipped, grad.dtype), trigger
 
 
 def adaptive_clip_gradients(grads, params, clipping=0.01, eps=1e-3):

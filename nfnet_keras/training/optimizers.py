@@ -57,7 +57,7 @@ from keras import ops
 
 from nfnet_keras import keras_internals
 from nfnet_keras.training import ema
-from nfnet_keras.training.agc import agc_clip, unit_count
+from nfnet_keras.training.agc import agc_scale, unit_count
 
 __all__ = [
     "AGCMixin",
@@ -216,8 +216,10 @@ class AGCMixin:
         if self._ema_variables is not None:
             average_start = self._average_start(variable, index)
         if self._agc_flags[index]:
-            gradient, trigger = agc_clip(gradient, variable, self.clipping, self.eps)
+            # The unit-shaped AGC factor, applied in the one multiply below.
+            scale, trigger = agc_scale(gradient, variable, self.clipping, self.eps)
             self.assign(self._clip_counts[index], ops.sum(ops.cast(trigger, "float32")))
+            gradient = ops.multiply(gradient, ops.cast(scale, gradient.dtype))
         self._base_update_step(gradient, variable, learning_rate, index)
         if self._ema_variables is not None:
             self._update_average(variable, average_start, index)
