@@ -110,6 +110,7 @@ __all__ = [
     "sample_cutmix_box",
     "cutmix_mask",
     "mixup_cutmix",
+    "clip_to_uint8",
     "randaugment_op_arg",
     "apply_randaugment_op",
     "sample_randaugment_layers",
@@ -418,6 +419,18 @@ def mixup_cutmix(images, labels, mixup_ratios, cutmix_masks):
     )
 
 
+def clip_to_uint8(images):
+    """Float pixels clipped to ``[0, 255]`` and cast (truncated) to uint8, as RandAugment's input.
+
+    DeepMind's ``_augment_image`` conversion; a uint8 tensor is returned as it is.
+    Any shape: one image or a batch.
+    """
+    images = tf.convert_to_tensor(images)
+    if images.dtype == tf.uint8:
+        return images
+    return tf.cast(tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0), tf.uint8)
+
+
 # ---------------------------------------------------------------------------
 # RandAugment ops (uint8 HWC in, uint8 HWC out)
 # ---------------------------------------------------------------------------
@@ -436,37 +449,44 @@ def _blend(image1, image2, factor):
     return tf.cast(tf.clip_by_value(blended, 0.0, 255.0), tf.uint8)
 
 
+def _lookup(image, table):
+    """Map every uint8 value of an HWC image through a ``(3, 256)`` per-channel table (one gather)."""
+    index = tf.cast(image, tf.int32) + tf.range(0, 768, 256, dtype=tf.int32)
+    return tf.gather(tf.reshape(tf.cast(table, tf.uint8), [-1]), index)
+
+
 def autocontrast(image):
     """Stretch each channel so its minimum becomes 0 and its maximum 255."""
-    pixels = tf.cast(image, tf.float32)
-    lo = tf.reduce_min(pixels, axis=[0, 1])
-    hi = tf.reduce_max(pixels, axis=[0, 1])
+    image = tf.convert_to_tensor(image)
+    lo = tf.cast(tf.reduce_min(image, axis=[0, 1]), tf.float32)
+    hi = tf.cast(tf.reduce_max(image, axis=[0, 1]), tf.float32)
     stretch = hi > lo
     scale = tf.where(stretch, 255.0 / tf.where(stretch, hi - lo, 1.0), 1.0)
-    offset = -lo * scale
-    scaled = tf.cast(tf.clip_by_value(pixels * scale + offset, 0.0, 255.0), tf.uint8)
-    return tf.where(stretch, scaled, image)
-
-
-def _equalize_channel(channel):
-    channel = tf.cast(channel, tf.int32)
-    histo = tf.math.bincount(tf.reshape(channel, [-1]), minlength=256, maxlength=256, dtype=tf.int32)
-    nonzero = tf.gather(histo, tf.reshape(tf.where(histo > 0), [-1]))
-    step = (tf.reduce_sum(nonzero) - nonzero[-1]) // 255
-    safe_step = tf.maximum(step, 1)
-    lut = (tf.cumsum(histo) + safe_step // 2) // safe_step
-    lut = tf.clip_by_value(tf.concat([[0], lut[:-1]], 0), 0, 255)
-    return tf.cast(tf.where(step > 0, tf.gather(lut, channel), channel), tf.uint8)
+    # A flat channel gets 1 * v + 0, which is v exactly: no per-pixel select needed.
+    offset = tf.where(stretch, -lo * scale, 0.0)
+    return tf.cast(tf.clip_by_value(tf.cast(image, tf.float32) * scale + offset, 0.0, 255.0), tf.uint8)
 
 
 def equalize(image):
     """Histogram equalisation per channel (PIL ``ImageOps.equalize``)."""
-    return tf.stack([_equalize_channel(image[:, :, c]) for c in range(3)], axis=2)
+    image = tf.convert_to_tensor(image)
+    channels = tf.cast(image, tf.int32) + tf.constant([0, 256, 512], tf.int32)
+    histo = tf.reshape(tf.math.bincount(tf.reshape(channels, [-1]), minlength=768, maxlength=768, dtype=tf.int32), [3, 256])
+    # PIL's step leaves out the count of the largest value present in the channel.
+    largest = tf.cast(tf.reduce_max(image, axis=[0, 1]), tf.int32)
+    step = (tf.reduce_sum(histo, axis=1) - tf.gather(histo, largest, batch_dims=1)) // 255
+    safe_step = tf.maximum(step, 1)[:, None]
+    lut = (tf.cumsum(histo, axis=1) + safe_step // 2) // safe_step
+    lut = tf.clip_by_value(tf.concat([tf.zeros([3, 1], tf.int32), lut[:, :-1]], 1), 0, 255)
+    return _lookup(image, tf.where(step[:, None] > 0, lut, tf.range(256, dtype=tf.int32)[None, :]))
+
+
+# The pointwise ops below are uint8 bit arithmetic: no int32 copies and no per-pixel select.
 
 
 def invert(image):
     """``255 - image``."""
-    return tf.cast(255 - tf.cast(image, tf.int32), tf.uint8)
+    return tf.bitwise.invert(tf.cast(image, tf.uint8))
 
 
 def _projective(image, transform, replace):
@@ -505,6 +525,21 @@ def translate_y(image, pixels, replace=REPLACE_VALUE):
     return _identity_but(image, 5, pixels, replace)
 
 
+def _shift(image, axis, amount, limit, replace):
+    """``out[i] = in[i + amount]`` along ``axis`` (0: rows, 1: columns), ``replace`` where that is outside.
+
+    ``amount`` is an integer tensor with ``|amount| <= limit``: a pad and a
+    slice give exactly what the nearest-neighbour projective transform gives
+    for a whole-pixel translation, without computing a coordinate per pixel.
+    """
+    paddings = [[0, 0], [0, 0], [0, 0]]
+    paddings[axis] = [limit, limit]
+    padded = tf.pad(image, paddings, constant_values=tf.cast(replace, image.dtype))
+    begin = [0, 0, 0]
+    begin[axis] = limit + tf.cast(amount, tf.int32)
+    return tf.slice(padded, tf.stack(begin), tf.shape(image))
+
+
 def shear_x(image, level, replace=REPLACE_VALUE):
     """Shear along x: ``out[y, x] = in[y, x + level * y]``."""
     return _identity_but(image, 1, level, replace)
@@ -527,21 +562,37 @@ def _identity_but(image, position, value, replace):
 def posterize(image, bits):
     """Keep the ``bits`` most significant bits of each value (``bits`` clipped to 0..8)."""
     shift = 8 - min(max(int(bits), 0), 8)
-    pixels = tf.cast(image, tf.int32)
-    return tf.cast(tf.bitwise.left_shift(tf.bitwise.right_shift(pixels, shift), shift), tf.uint8)
+    return tf.bitwise.bitwise_and(tf.cast(image, tf.uint8), tf.constant((0xFF << shift) & 0xFF, tf.uint8))
+
+
+def _below(image, threshold):
+    """1 where ``image < threshold`` else 0, uint8 (``threshold`` a Python int)."""
+    if threshold <= 0:
+        return tf.zeros_like(image)
+    if threshold > 255:
+        return tf.ones_like(image)
+    return tf.cast(image < tf.constant(threshold, tf.uint8), tf.uint8)
 
 
 def solarize(image, threshold=128):
     """Invert every value ``>= threshold``; values below it are kept."""
-    pixels = tf.cast(image, tf.int32)
-    return tf.cast(tf.where(pixels < int(threshold), pixels, 255 - pixels), tf.uint8)
+    image = tf.cast(image, tf.uint8)
+    # 255 - v is v XOR 255: XOR with 255 where v >= threshold, with 0 below it.
+    return tf.bitwise.bitwise_xor(image, (1 - _below(image, int(threshold))) * 255)
 
 
 def solarize_add(image, addition=0, threshold=128):
     """Add ``addition`` (clipped to 0..255) to every value below ``threshold``."""
-    pixels = tf.cast(image, tf.int32)
-    added = tf.clip_by_value(pixels + int(addition), 0, 255)
-    return tf.cast(tf.where(pixels < int(threshold), added, pixels), tf.uint8)
+    image = tf.cast(image, tf.uint8)
+    addition = int(addition)
+    if addition >= 0:
+        step = tf.constant(min(addition, 255), tf.uint8)
+        added = tf.minimum(image, 255 - step) + step  # min(v + a, 255) without leaving uint8
+    else:
+        step = tf.constant(min(-addition, 255), tf.uint8)
+        added = tf.maximum(image, step) - step  # max(v - a, 0)
+    below = _below(image, int(threshold))
+    return below * added + (1 - below) * image
 
 
 def color(image, factor):
@@ -602,8 +653,11 @@ def cutout(image, pad_size, seed, replace=REPLACE_VALUE):
             tf.minimum(width, cx + pad),
         ]
     )
-    inside = cutmix_mask(height, width, box) > 0
-    return tf.where(inside, tf.cast(tf.fill(tf.shape(image), replace), image.dtype), image)
+    # The image with its box replaced, put together from slices: copies only, no per-pixel select.
+    y1, y2, x1, x2 = tf.unstack(box)
+    fill = tf.fill(tf.stack([y2 - y1, x2 - x1, tf.shape(image)[2]]), tf.cast(replace, image.dtype))
+    middle = tf.concat([image[y1:y2, :x1], fill, image[y1:y2, x2:]], axis=1)
+    return tf.concat([image[:y1], middle, image[y2:]], axis=0)
 
 
 def randaugment_op_arg(op_name, magnitude, translate_const=TRANSLATE_CONST, cutout_const=CUTOUT_CONST):
@@ -663,6 +717,7 @@ def apply_randaugment_op(
     image = tf.convert_to_tensor(image)
     if image.dtype != tf.uint8:
         raise TypeError(f"RandAugment ops expect a uint8 image. Received dtype {image.dtype}")
+    magnitude_arg = arg
     if op_name in GEOMETRIC_OPS:
         arg = tf.where(tf.convert_to_tensor(negate, tf.bool), -float(arg), float(arg))
     if op_name == "AutoContrast":
@@ -691,6 +746,8 @@ def apply_randaugment_op(
         return shear_x(image, arg, replace)
     if op_name == "ShearY":
         return shear_y(image, arg, replace)
+    if op_name in ("TranslateX", "TranslateY") and float(magnitude_arg).is_integer():
+        return _shift(image, 1 if op_name == "TranslateX" else 0, arg, int(magnitude_arg), replace)
     if op_name == "TranslateX":
         return translate_x(image, arg, replace)
     if op_name == "TranslateY":
@@ -791,8 +848,7 @@ def randaugment(
         randaugment_op_arg(name, magnitude, translate_const, cutout_const)  # validates names
     image = tf.convert_to_tensor(image)
     input_dtype = image.dtype
-    if input_dtype != tf.uint8:
-        image = tf.cast(tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0), tf.uint8)
+    image = clip_to_uint8(image)
     static_shape = image.shape
     layer_fn = _randaugment_layer_fn(
         tuple(ops), float(magnitude), float(translate_const), float(cutout_const), int(replace), bool(dm_quirks)

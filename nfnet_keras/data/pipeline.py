@@ -6,8 +6,9 @@ recipe (``nfnets/dataset.py`` with ``augment_before_mix=False``)::
     source examples (sharded per host, shuffled, repeated)
       -> decode -> Inception crop -> flip -> bicubic resize        (per image)
       -> batch at 2x -> MixUp on the first half, CutMix on the second (soft labels)
-      -> unbatch -> RandAugment(N, M) -> normalise                 (per image)
-      -> batch -> prefetch
+      -> clip to [0, 255] and truncate to uint8                     (per batch)
+      -> unbatch -> RandAugment(N, M)                               (per image)
+      -> batch -> normalise -> prefetch                             (per batch)
 
 Evaluation (:func:`make_eval_dataset`): decode -> the model's evaluation
 transform (:func:`nfnet_keras.preprocessing.eval_transform_tf`: squash-resize
@@ -254,6 +255,8 @@ def make_train_dataset(
         image = augment.train_transform(
             src.decode(raw), size, transform_key, random_crop, random_flip, crop_area_range
         )
+        if ra is not None and not mixup_cutmix:
+            image = augment.clip_to_uint8(image)  # RandAugment's input; a quarter of the bytes to move
         out = {"images": image, "labels": tf.one_hot(label, classes, dtype=tf.float32)}
         if mixup_cutmix:
             out["mixup_ratio"] = augment.sample_mixup_ratio(mixup_key, mixup_alpha)
@@ -267,7 +270,9 @@ def make_train_dataset(
 
         def mix(batch):
             masks = augment.cutmix_mask(size[0], size[1], batch["cutmix_box"])
-            return augment.mixup_cutmix(batch["images"], batch["labels"], batch["mixup_ratio"], masks)
+            images, labels = augment.mixup_cutmix(batch["images"], batch["labels"], batch["mixup_ratio"], masks)
+            # RandAugment works on uint8: convert the whole batch here, in one op, not image by image.
+            return (augment.clip_to_uint8(images) if ra is not None else images), labels
 
         ds = ds.map(mix, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         ds = ds.unbatch()
@@ -289,13 +294,13 @@ def make_train_dataset(
                 cutout_const=cutout_const,
                 dm_quirks=dm_quirks,
             )
-            return normalize(image, mean, std), labels
+            return image, labels
 
         ds = ds.enumerate(start=start_step * local_batch).map(rand_augment, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        ds = ds.batch(local_batch, drop_remainder=True)
-    else:
-        ds = ds.batch(local_batch, drop_remainder=True)
-        ds = ds.map(lambda x, y: (normalize(x, mean, std), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    # Batches of uint8 (after RandAugment) are a quarter of float32 ones; normalising a whole
+    # batch is one vectorised op instead of one per image.
+    ds = ds.batch(local_batch, drop_remainder=True)
+    ds = ds.map(lambda x, y: (normalize(tf.cast(x, tf.float32), mean, std), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     ds = ds.prefetch(AUTOTUNE)
     return ds.with_options(_options(deterministic, shards > 1 or input_context is not None))
 

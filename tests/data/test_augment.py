@@ -91,6 +91,14 @@ def test_mixup_cutmix_rejects_batch_not_multiple_of_four():
         augment.mixup_cutmix(np.zeros((6, 2, 2, 3)), np.zeros((6, 2)), np.zeros(6), np.zeros((6, 2, 2, 1)))
 
 
+def test_clip_to_uint8_clips_then_truncates_a_batch_and_keeps_uint8_as_it_is():
+    floats = np.array([[-3.0, 0.0, 0.99, 1.5, 254.7, 255.0, 300.0]], np.float32)
+    np.testing.assert_array_equal(augment.clip_to_uint8(floats).numpy(), [[0, 0, 0, 1, 254, 255, 255]])
+    uint8 = np.arange(6, dtype=np.uint8)
+    assert augment.clip_to_uint8(uint8).dtype == tf.uint8
+    np.testing.assert_array_equal(augment.clip_to_uint8(uint8).numpy(), uint8)
+
+
 def test_mixup_ratio_follows_beta_0_2_distribution():
     ours = np.sort(_batch_map(augment.sample_mixup_ratio, 4000))
     ref = np.sort(np.random.default_rng(0).beta(0.2, 0.2, 200_000))
@@ -260,6 +268,25 @@ def test_solarize_add_adds_to_pixels_below_128_and_clips():
     np.testing.assert_array_equal(out, np.where(src < 128, np.minimum(src + 110, 255), src))
 
 
+def test_posterize_keeps_the_top_bits_of_every_value_for_every_bit_count():
+    image = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, -1)
+    for bits in range(-1, 10):
+        shift = 8 - min(max(bits, 0), 8)
+        out = augment.posterize(image, bits).numpy()
+        np.testing.assert_array_equal(out, (image.astype(int) >> shift << shift).astype(np.uint8))
+
+
+def test_solarize_and_solarize_add_follow_their_formulas_for_every_value_and_threshold():
+    image = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, -1)
+    src = image.astype(int)
+    for threshold in (0, 1, 128, 255, 256, 300):
+        below = src < threshold
+        np.testing.assert_array_equal(augment.solarize(image, threshold).numpy(), np.where(below, src, 255 - src))
+        for addition in (-300, -20, 0, 110, 300):
+            out = augment.solarize_add(image, addition, threshold).numpy()
+            np.testing.assert_array_equal(out, np.where(below, np.clip(src + addition, 0, 255), src))
+
+
 def test_invert_maps_each_value_to_255_minus_it():
     image = _natural_image()
     out = augment.apply_randaugment_op(image, "Invert", 7).numpy()
@@ -294,6 +321,18 @@ def test_translate_y_moves_content_up():
     out = augment.apply_randaugment_op(image, "TranslateY", 1).numpy()
     np.testing.assert_array_equal(out[:20], image[10:])
     assert (out[20:] == 128).all()
+
+
+@pytest.mark.parametrize("op_name", ["TranslateX", "TranslateY"])
+def test_whole_pixel_translation_equals_the_projective_transform_also_past_the_border(op_name):
+    image = _natural_image(20, 30)
+    shift = augment.translate_x if op_name == "TranslateX" else augment.translate_y
+    for magnitude, const in ((5, 100), (10, 40), (3, 10), (10, 14)):  # 50, 40, 3 and 14 pixels
+        pixels = augment.randaugment_op_arg(op_name, magnitude, translate_const=const)
+        for negate in (False, True):
+            out = augment.apply_randaugment_op(image, op_name, magnitude, negate=negate, translate_const=const)
+            expected = shift(image, -pixels if negate else pixels)
+            np.testing.assert_array_equal(out.numpy(), expected.numpy())
 
 
 def test_shear_x_shifts_row_y_by_level_times_y():

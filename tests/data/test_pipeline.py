@@ -2,6 +2,7 @@
 
 import importlib.util
 import io
+import json
 import os
 import subprocess
 import sys
@@ -155,6 +156,15 @@ def test_same_seed_gives_same_first_batches_and_another_seed_differs():
     assert not np.array_equal(a[0][0], c[0][0])
 
 
+def test_a_stream_of_jpegs_started_at_step_k_gives_the_batches_from_batch_k_on():
+    common = dict(randaugment=(4, 10), seed=4)
+    whole = [(x.numpy(), y.numpy()) for x, y in pipeline.make_train_dataset("cifar10_sample", 8, 32, **common).take(5)]
+    resumed = pipeline.make_train_dataset("cifar10_sample", 8, 32, start_step=3, **common).take(2)
+    for (x, y), (xw, yw) in zip(resumed, whole[3:]):
+        np.testing.assert_array_equal(x.numpy(), xw)
+        np.testing.assert_array_equal(y.numpy(), yw)
+
+
 def test_train_batches_have_static_shape_float32_and_soft_labels():
     ds = pipeline.make_train_dataset(None, 8, 24, randaugment="F0", seed=0)
     assert ds.element_spec[0].shape.as_list() == [8, 24, 24, 3]
@@ -241,6 +251,20 @@ def test_benchmark_script_times_the_eval_pipeline_of_the_bundled_sample():
     line = run.stdout.strip().splitlines()[-1]
     assert line.startswith("eval pipeline, cifar10_sample, 32 px, batch 50: ")
     assert "images/s (4 batches in " in line
+
+
+def test_benchmark_compare_runs_each_pipeline_pinned_to_its_cores_and_writes_json_lines(tmp_path):
+    out = tmp_path / "rates.jsonl"
+    run = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "input_pipeline.py"), "--compare", "--modes", "plain",
+         "--cores", "1", "--repeats", "1", "--batch-size", "8", "--batches", "2", "--warmup", "1", "--json", str(out)],
+        env=child_env("tensorflow"), cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| this | plain | 32 | 1 |" in run.stdout
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["mode"] == "plain" and record["cores"] == 1 and record["runs"][0] > 0
+    assert record["per_core"] == record["images_per_second"]
 
 
 def test_benchmark_script_reports_a_bad_source_in_one_line():
