@@ -18,7 +18,8 @@ For each configuration it prints one JSON line, then a table:
     x3 for a training step), matmul GFLOP/s, utilisation = 2 * GMAC/s /
     matmul GFLOP/s, and peak memory (host RSS peak on CPU, device peak on GPU).
 
-Peers in the same command: `--peer timm` times timm's `dm_nfnet_*` in PyTorch
+Peers in the same command: `--peer timm` times timm's `dm_nfnet_*` (for `--variant F0` ...)
+or the timm model itself (for `--variant timm/eca_nfnet_l0` ...) in PyTorch
 (eager, and `torch.compile` with `--torch_compile`) on the same shapes; AMP
 (bf16/fp16 autocast) follows `--precision`.  In training, timm runs the step
 that matches each of our optimizers: `sgd` against `torch.optim.SGD` (Nesterov),
@@ -61,7 +62,9 @@ MATMUL_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="F0", help="a variant of nfnet_keras.models.variants (F0 ... F7+, nano, micro)")
+    parser.add_argument(
+        "--variant", default="F0", help="a registered model name or NFNet-F variant (F0 ... F7+, nano, timm/eca_nfnet_l0)"
+    )
     parser.add_argument("--mode", default="infer,train", help="comma list of infer, train")
     parser.add_argument(
         "--image_size",
@@ -175,7 +178,7 @@ def keras_worker(cfg):
     size, batch = cfg["image_size"], cfg["batch_size"]
 
     start = time.perf_counter()
-    model = nfnet_keras.NFNet(
+    model = nfnet_keras.create_model(
         cfg["variant"],
         input_shape=(size, size, 3),
         classifier_activation=None,
@@ -400,7 +403,7 @@ def timm_worker(cfg):
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count())
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    name = f"dm_nfnet_{cfg['variant'].lower().replace('+', '')}"
+    name = timm_name(cfg["variant"])
     model = timm.create_model(name, pretrained=False).to(device)
     if cfg["torch_compile"]:
         model = torch.compile(model)
@@ -503,8 +506,8 @@ def configurations(args):
     import importlib
 
     sys.path.insert(0, ROOT)
-    variants = importlib.import_module("nfnet_keras.models.variants")
-    variant_config = variants.get_config(args.variant)  # raises for an unknown variant
+    registry = importlib.import_module("nfnet_keras.models.registry")
+    variant_config = registry.get_spec(args.variant).config  # raises for an unknown name
     modes = _split(args.mode, ("infer", "train"), "mode")
     backends = _split(args.backend, ("tensorflow", "jax"), "backend")
     precisions = _split(args.precision, tuple(PRECISION_POLICIES), "precision")
@@ -629,11 +632,18 @@ def main(argv=None):
     return 1 if any("error" in r for r in results) else 0
 
 
+def timm_name(variant):
+    """timm's name for a registry name or NFNet-F variant: `timm/eca_nfnet_l0` -> `eca_nfnet_l0`, `F0` -> `dm_nfnet_f0`."""
+    if variant.startswith("timm/"):
+        return variant.removeprefix("timm/")
+    return f"dm_nfnet_{variant.lower().replace('+', '').removeprefix('nfnet_')}"
+
+
 def _count_fwd_gmac(cfg):
     """Forward GMACs per image for a peer run before any Keras result to take them from."""
     code = (
         "import nfnet_keras; "
-        f"m = nfnet_keras.NFNet({cfg['variant']!r}, input_shape=({cfg['image_size']}, {cfg['image_size']}, 3)); "
+        f"m = nfnet_keras.create_model({cfg['variant']!r}, input_shape=({cfg['image_size']}, {cfg['image_size']}, 3)); "
         f"print(nfnet_keras.models.count_macs(m, {cfg['image_size']}) / 1e9)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
