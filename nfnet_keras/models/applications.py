@@ -1,7 +1,7 @@
 """What every family's builder shares: the variant lookup, the `keras.applications` rules, the input, the head.
 
 NFNet-F (`nfnet.py`), NF-RegNet (`nf_regnet.py`), NF-ResNet (`nf_resnet.py`)
-and timm's light NFNets (`timm_nfnet.py`) differ in their stem and blocks
+and timm's NFNets (`timm_nfnet.py`) differ in their stem and blocks
 only; their arguments follow `keras.applications` and are checked here, once.
 """
 
@@ -17,7 +17,6 @@ from nfnet_keras.models.base import CLASSIFIER_LAYER, IMAGENET_CLASSES, NFModel
 from nfnet_keras.preprocessing.settings import EvalPreprocessing
 
 __all__ = [
-    "ARGUMENTS_DOC",
     "Arguments",
     "application_doc",
     "application_function",
@@ -36,9 +35,6 @@ __all__ = [
     "variant_config",
 ]
 
-#: The `Args:` lines every family's `keras.applications`-style function shares.
-ARGUMENTS_DOC = """include_top, input_tensor, input_shape, pooling, classes,
-        classifier_activation, name: as in `keras.applications`."""
 
 #: The smallest input side every family accepts (five stride-2 stages).
 MIN_INPUT_SIZE = 32
