@@ -515,13 +515,22 @@ def rotate(image, degrees, replace=REPLACE_VALUE):
     return _projective(image, [cos_a, -sin_a, x_offset, sin_a, cos_a, y_offset, zero, zero], replace)
 
 
-def translate_x(image, pixels, replace=REPLACE_VALUE):
-    """Move the content ``pixels`` to the left (``out[:, x] = in[:, x + pixels]``)."""
+def translate_x(image, pixels, replace=REPLACE_VALUE, max_pixels=None):
+    """Move the content ``pixels`` to the left (``out[:, x] = in[:, x + pixels]``).
+
+    ``max_pixels``: a Python int bounding ``|pixels|`` when ``pixels`` is a
+    whole number; the same result then comes from a pad and a slice instead
+    of a per-pixel projective transform.
+    """
+    if max_pixels is not None:
+        return _shift(image, 1, pixels, max_pixels, replace)
     return _identity_but(image, 2, pixels, replace)
 
 
-def translate_y(image, pixels, replace=REPLACE_VALUE):
-    """Move the content ``pixels`` up (``out[y] = in[y + pixels]``)."""
+def translate_y(image, pixels, replace=REPLACE_VALUE, max_pixels=None):
+    """Move the content ``pixels`` up (``out[y] = in[y + pixels]``); ``max_pixels`` as for `translate_x`."""
+    if max_pixels is not None:
+        return _shift(image, 0, pixels, max_pixels, replace)
     return _identity_but(image, 5, pixels, replace)
 
 
@@ -717,7 +726,7 @@ def apply_randaugment_op(
     image = tf.convert_to_tensor(image)
     if image.dtype != tf.uint8:
         raise TypeError(f"RandAugment ops expect a uint8 image. Received dtype {image.dtype}")
-    magnitude_arg = arg
+    magnitude_arg = arg  # before the sign: the bound of a whole-pixel translation
     if op_name in GEOMETRIC_OPS:
         arg = tf.where(tf.convert_to_tensor(negate, tf.bool), -float(arg), float(arg))
     if op_name == "AutoContrast":
@@ -746,12 +755,10 @@ def apply_randaugment_op(
         return shear_x(image, arg, replace)
     if op_name == "ShearY":
         return shear_y(image, arg, replace)
-    if op_name in ("TranslateX", "TranslateY") and float(magnitude_arg).is_integer():
-        return _shift(image, 1 if op_name == "TranslateX" else 0, arg, int(magnitude_arg), replace)
-    if op_name == "TranslateX":
-        return translate_x(image, arg, replace)
-    if op_name == "TranslateY":
-        return translate_y(image, arg, replace)
+    if op_name in ("TranslateX", "TranslateY"):
+        translate = translate_x if op_name == "TranslateX" else translate_y
+        whole = int(magnitude_arg) if float(magnitude_arg).is_integer() else None
+        return translate(image, arg, replace, max_pixels=whole)
     return cutout(image, arg, seed, replace)
 
 

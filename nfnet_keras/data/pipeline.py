@@ -255,8 +255,6 @@ def make_train_dataset(
         image = augment.train_transform(
             src.decode(raw), size, transform_key, random_crop, random_flip, crop_area_range
         )
-        if ra is not None and not mixup_cutmix:
-            image = augment.clip_to_uint8(image)  # RandAugment's input; a quarter of the bytes to move
         out = {"images": image, "labels": tf.one_hot(label, classes, dtype=tf.float32)}
         if mixup_cutmix:
             out["mixup_ratio"] = augment.sample_mixup_ratio(mixup_key, mixup_alpha)

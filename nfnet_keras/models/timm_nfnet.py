@@ -66,10 +66,9 @@ from nfnet_keras.weights import timm as timm_weights
 FAMILY = "timm_nfnet"
 #: Registry names are `timm/<timm's model name>`.
 REGISTRY_PREFIX = "timm/"
-#: timm's stems: `create_stem`'s 'deep_quad' (four 3x3 convs), '3x3' (one stride-2 conv), '7x7_pool'.
-STEM_TYPES = ("deep_quad", "3x3", "7x7_pool")
-# The stems' total strides (timm's `stem_stride`).
-_STEM_STRIDES = {"deep_quad": 4, "3x3": 2, "7x7_pool": 4}
+#: timm's stems (`create_stem`: 'deep_quad' four 3x3 convs, '3x3' one stride-2 conv, '7x7_pool')
+#: and their total strides (timm's `stem_stride`).
+STEM_STRIDES = {"deep_quad": 4, "3x3": 2, "7x7_pool": 4}
 
 #: What every variant shares: timm's `NfCfg` defaults (alpha, attn_gain, ch_div, std_conv_eps, no
 #: skipinit, gamma in the convs) and our table's own keys.
@@ -269,10 +268,10 @@ def build(variant, arguments, stochdepth_rate=0.0, seed=None, remat=False, **con
             "for it. Pass the path of a weights file instead."
         )
     features = functools.partial(_features, config=config, stochdepth_rate=stochdepth_rate, seed=seed, remat=remat)
-    name = variant_name
     load = functools.partial(timm_weights.load, model_name=variant_name)
     return applications.build_model(
-        features, config, arguments, name, seed=seed, head_stddev=0.01, no_imagenet=no_imagenet, load_weights=load
+        features, config, arguments, variant_name, seed=seed, head_stddev=0.01, no_imagenet=no_imagenet,
+        load_weights=load,
     )
 
 
@@ -336,8 +335,8 @@ def _stem(x, config, conv):
     `channels[0]`) times `width_factor`, rounded.
     """
     stem_type = config["stem_type"]
-    if stem_type not in STEM_TYPES:
-        raise ValueError(f"stem_type must be one of {STEM_TYPES}, got {stem_type!r}")
+    if stem_type not in STEM_STRIDES:
+        raise ValueError(f"stem_type must be one of {tuple(STEM_STRIDES)}, got {stem_type!r}")
     stem_chs = make_divisible((config["stem_chs"] or config["channels"][0]) * config["width_factor"], config["ch_div"])
     if stem_type == "deep_quad":
         widths = (stem_chs // 8, stem_chs // 4, stem_chs // 2, stem_chs)
@@ -355,7 +354,7 @@ def _stem(x, config, conv):
 def _body(x, channels, config, stochdepth_rate, seed, remat):
     """timm's stage loop: stage 0 keeps the resolution after a stride-4 stem; the others halve it."""
     num_blocks = sum(config["depths"])
-    stem_stride = _STEM_STRIDES[config["stem_type"]]
+    stem_stride = STEM_STRIDES[config["stem_type"]]
     expected_var = 1.0
     index = 0
     for stage, depth in enumerate(config["depths"]):
