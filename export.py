@@ -89,6 +89,13 @@ _define(
     "Grouped convolutions written into the SavedModel: split (one conv per group, fast on CPUs) or native "
     "(one grouped conv: for GPU and TPU servers). Default: this machine's form (NFNET_GROUPED_CONV or auto).",
 )
+_define(
+    "boolean",
+    "jit_compile",
+    False,
+    "Compile the model inside the signatures with XLA: faster on CPUs, but only for servers with XLA's JIT "
+    "(tf.saved_model.load; TF Serving with --xla_cpu_compilation_enabled). Not with --tflite.",
+)
 
 
 def _load_cli():

@@ -10,8 +10,8 @@ cores. Both models have random weights: speed does not depend on them.
 Implementations (`--impl`, comma list):
 - `savedmodel`: the signature as exported (`python export.py`), as TF Serving
   would run it;
-- `savedmodel_xla`: the same signature called inside
-  `tf.function(jit_compile=True)`, i.e. what XLA makes of the exported graph;
+- `savedmodel_xla`: exported with `export.py --jit_compile` (the folded
+  model inside the signatures compiled with XLA);
 - `savedmodel_native`: exported with `NFNET_GROUPED_CONV=native` (one grouped
   convolution per layer, the form for GPU servers) instead of the per-group
   convolutions an export on a CPU host writes;
@@ -24,7 +24,10 @@ Every (round, implementation) runs in a fresh process: load, 3 warm-up calls,
 then `--calls` timed calls per batch size, median reported, also in process CPU
 seconds. Rounds alternate the implementations, and the ratio to the peer is
 the median of the same-round ratios (the machine's speed drifts between
-rounds, not within one).
+rounds, not within one).  The SavedModel rows run with TensorFlow's default CPU
+allocator, as a server does unless its environment says otherwise;
+`--tf_allocator default,bfc` also times them with its pooling allocator
+(`TF_CPU_ALLOCATOR_USE_BFC=true`, what train.py turns on).
 
 Example (the RESULTS.md table):
 
@@ -56,6 +59,12 @@ def parse_args(argv=None):
     parser.add_argument("--impl", default=",".join(IMPLEMENTATIONS), help="comma list of " + ", ".join(IMPLEMENTATIONS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=10, help="timed calls per batch size (median reported)")
+    parser.add_argument(
+        "--tf_allocator",
+        default="default",
+        help="comma list of TensorFlow CPU allocators for the SavedModel rows: default (what a server runs "
+        "unless told otherwise) and bfc (TF_CPU_ALLOCATOR_USE_BFC=true, TensorFlow's pooling allocator)",
+    )
     parser.add_argument("--peer_python", default=sys.executable, help="interpreter with torch, timm and onnxruntime")
     parser.add_argument("--cache_dir", default=os.path.join(tempfile.gettempdir(), "nfnet_keras_serving"))
     parser.add_argument("--json_out", default=None, help="also append the JSON lines to this file")
@@ -64,6 +73,8 @@ def parse_args(argv=None):
     unknown = sorted(set(args.impl.split(",")) - set(IMPLEMENTATIONS))
     if unknown:
         parser.error(f"unknown --impl {unknown}; choose from {', '.join(IMPLEMENTATIONS)}")
+    if not set(args.tf_allocator.split(",")) <= {"default", "bfc"}:
+        parser.error(f"--tf_allocator {args.tf_allocator!r}: a comma list of default, bfc")
     return args
 
 
@@ -92,19 +103,19 @@ def export_worker(cfg):
     from nfnet_keras.export.savedmodel import build_archive
 
     model = nfnet_keras.NFNet(cfg["variant"], input_shape=(cfg["size"], cfg["size"], 3))
-    archive, _, _ = build_archive(model)
+    archive, _, _ = build_archive(model, jit_compile=cfg["jit_compile"])
     archive.write_out(cfg["path"], verbose=False)
     return {"exported": cfg["path"]}
 
 
 def savedmodel_worker(cfg):
-    """Times the `predict_pixels` signature, as exported or under XLA."""
+    """Times the `predict_pixels` signature."""
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true" if cfg["tf_allocator"] == "bfc" else "false"
     import numpy as np
     import tensorflow as tf
 
     loaded = tf.saved_model.load(cfg["path"])  # kept referenced: the signature uses its variables
-    signature = loaded.signatures["predict_pixels"]
-    call = tf.function(signature, jit_compile=True) if cfg["impl"] == "savedmodel_xla" else signature
+    call = loaded.signatures["predict_pixels"]
     results = []
     for batch in cfg["batches"]:
         pixels = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, cfg["size"], cfg["size"], 3)), tf.float32)
@@ -171,42 +182,50 @@ def main(argv=None):
         if not impl.startswith("savedmodel"):
             continue
         grouped_conv = "native" if impl == "savedmodel_native" else "split"
-        path = os.path.join(args.cache_dir, f"nfnet_{args.variant.lower()}_{size}_{grouped_conv}_savedmodel")
+        jit_compile = impl == "savedmodel_xla"
+        path = os.path.join(args.cache_dir, f"nfnet_{args.variant.lower()}_{size}_{grouped_conv}"
+                            f"{'_xla' if jit_compile else ''}_savedmodel")
         if not os.path.exists(path):
-            exported = run_worker({**base, "impl": "export", "path": path, "grouped_conv": grouped_conv})
+            exported = run_worker({**base, "impl": "export", "path": path, "grouped_conv": grouped_conv,
+                                   "jit_compile": jit_compile})
             if "error" in exported:
                 print(f"error: exporting the SavedModel failed: {exported['error']}", file=sys.stderr)
                 return 1
         saved_models[impl] = path
     onnx_path = os.path.join(args.cache_dir, f"dm_nfnet_{args.variant.lower()}_{size}.onnx")
 
+    runs = [(impl, allocator) for impl in impls
+            for allocator in (args.tf_allocator.split(",") if impl in saved_models else [None])]
     rows = []
     for round_index in range(args.rounds):
-        for impl in impls:
-            cfg = {**base, "impl": impl, "path": saved_models.get(impl), "onnx_path": onnx_path}
+        for impl, allocator in runs:
+            cfg = {**base, "impl": impl, "tf_allocator": allocator, "path": saved_models.get(impl),
+                   "onnx_path": onnx_path}
             result = run_worker(cfg, args.peer_python if impl == PEER else sys.executable)
             if "error" in result:
                 print(f"round {round_index}: {result['error']}", file=sys.stderr)
                 continue
             for row in result["results"]:
-                line = {"impl": impl, "round": round_index, "variant": args.variant, "size": size, **row,
+                line = {"impl": impl, "tf_allocator": allocator, "round": round_index, "variant": args.variant,
+                        "size": size, **row,
                         "versions": result["versions"], "load_avg": round(os.getloadavg()[0], 2)}
                 rows.append(line)
                 print(json.dumps(line), flush=True)
                 if args.json_out:
                     with open(args.json_out, "a") as handle:
                         handle.write(json.dumps(line) + "\n")
-    print_table(rows, impls)
+    print_table(rows, runs)
     return 0
 
 
-def print_table(rows, impls):
-    """Median img/s per implementation and batch, and the median same-round ratio to ONNX Runtime."""
+def print_table(rows, runs):
+    """Median img/s per (implementation, allocator) and batch, and the median same-round ratio to ONNX Runtime."""
     print("\n| implementation | batch | img/s (median of rounds) | CPU s per call | vs ONNX Runtime (same round) |")
     print("|---|---|---|---|---|")
-    for impl in impls:
+    for impl, allocator in runs:
+        label = f"{impl}, {allocator} allocator" if allocator else impl
         for batch in sorted({r["batch"] for r in rows}):
-            mine = [r for r in rows if r["impl"] == impl and r["batch"] == batch]
+            mine = [r for r in rows if (r["impl"], r["tf_allocator"]) == (impl, allocator) and r["batch"] == batch]
             if not mine:
                 continue
             ratios = []
@@ -217,7 +236,7 @@ def print_table(rows, impls):
             ratio = f"{statistics.median(ratios):.2f}x ({', '.join(f'{x:.2f}' for x in ratios)})" if ratios else ""
             img = statistics.median(r["img_per_s"] for r in mine)
             cpu = statistics.median(r["cpu_s_per_call"] for r in mine)
-            print(f"| {impl} | {batch} | {img:.2f} | {cpu:.3f} | {ratio} |")
+            print(f"| {label} | {batch} | {img:.2f} | {cpu:.3f} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ run; with `--rounds N` every configuration runs N times, peer and ours
 alternating, and the ratio is the median of the N same-round ratios (the
 machine's speed drifts between rounds, not within a pair).  Each step is also
 timed in process CPU seconds (`cpu_s_per_step`), steadier than wall time on a
-shared machine.
+shared machine.  TensorFlow runs with the pooling CPU allocator that train.py
+turns on (`--tf_allocator bfc`); `--tf_allocator default,bfc` times both.
 
 Examples (the RESULTS.md tables):
 
@@ -107,6 +108,12 @@ def parse_args(argv=None):
         default=True,
         help="also time one model.predict / model.fit pass over the same batches",
     )
+    parser.add_argument(
+        "--tf_allocator",
+        default="bfc",
+        help="comma list of TensorFlow CPU allocators: bfc (the pooling allocator train.py turns on, "
+        "TF_CPU_ALLOCATOR_USE_BFC=true) and default (TensorFlow's own default, memory from malloc)",
+    )
     parser.add_argument("--peer", default="", help="comma list of peers to time in the same command: timm")
     parser.add_argument("--torch_compile", action="store_true", help="also time the peer under torch.compile")
     parser.add_argument(
@@ -164,6 +171,7 @@ def peak_rss_mb():
 def keras_worker(cfg):
     os.environ["KERAS_BACKEND"] = cfg["backend"]
     os.environ["NFNET_GROUPED_CONV"] = cfg["grouped_conv"]
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true" if cfg["tf_allocator"] == "bfc" else "false"
     import keras
     import numpy as np
 
@@ -239,6 +247,7 @@ def keras_worker(cfg):
         "jit": bool(model.jit_compile),
         "grouped_conv": ws_conv.grouped_conv_mode(),
         "remat": cfg["remat"],
+        "tf_allocator": cfg["tf_allocator"] if backend == "tensorflow" else None,
         "optimizer": cfg["optimizer"] if cfg["mode"] == "train" else None,
         "img_per_s": round(batch / step_s, 3),
         "ms_per_step": round(step_s * 1e3, 1),
@@ -514,6 +523,7 @@ def configurations(args):
     peers = _split(args.peer, ("timm",), "peer") if args.peer else []
     remats = {"off": [False], "on": [True], "both": [False, True]}[args.remat]
     optimizers = _split(args.optimizer, ("nfnet_sgd", "sgd"), "optimizer")
+    allocators = _split(args.tf_allocator, ("bfc", "default"), "tf_allocator")
     for mode in modes:
         size = args.image_size or variant_config["test_imsize" if mode == "infer" else "train_imsize"]
         for precision in precisions:
@@ -533,14 +543,16 @@ def configurations(args):
                         yield {**common, "kind": peer, "torch_compile": compiled, "optimizer": optimizer}
                 for backend in backends:
                     for remat in remats if mode == "train" else [False]:
-                        yield {**common, "kind": "keras", "backend": backend, "jit": args.jit, "remat": remat,
-                               "grouped_conv": args.grouped_conv, "optimizer": optimizer,
-                               "api_pass": args.api_pass}
+                        for allocator in allocators if backend == "tensorflow" else allocators[:1]:
+                            yield {**common, "kind": "keras", "backend": backend, "jit": args.jit, "remat": remat,
+                                   "grouped_conv": args.grouped_conv, "optimizer": optimizer,
+                                   "tf_allocator": allocator, "api_pass": args.api_pass}
 
 
 def _row_key(r):
     """What identifies a configuration across rounds."""
-    return (r["impl"], r["mode"], r["image_size"], r["precision"], r["jit"], r.get("remat"), r.get("optimizer"))
+    return (r["impl"], r["mode"], r["image_size"], r["precision"], r["jit"], r.get("remat"), r.get("tf_allocator"),
+            r.get("optimizer"))
 
 
 def _peer_key(r):
@@ -580,18 +592,18 @@ def summarise(results):
 
 
 def print_table(results):
-    header = ("impl", "mode", "px", "batch", "prec", "jit", "remat", "optimizer", "img/s", "fit/predict img/s",
+    header = ("impl", "mode", "px", "batch", "prec", "jit", "remat", "tf alloc", "optimizer", "img/s", "fit/predict img/s",
               "ms/step", "CPU s/step", "GMAC/s", "matmul GFLOP/s", "util", "peak MB", "rounds", "vs peer")
     rows = []
     for r in results:
         if "error" in r:
-            rows.append((r.get("kind", "?") + "/" + r.get("backend", ""), r["mode"], "", "", "", "", "", "error"))
+            rows.append((r.get("kind", "?") + "/" + r.get("backend", ""), r["mode"], "", "", "", "", "", "", "error"))
     for r in summarise(results):
         peak = r.get("peak_device_mb") or r.get("peak_host_rss_mb")
         api = r.get("predict_img_per_s") or r.get("fit_img_per_s")
         cpu = r.get("cpu_s_per_step")
         rows.append((r["impl"], r["mode"], r["image_size"], r["batch_size"], r["precision"], r["jit"],
-                     r.get("remat", ""), r.get("step") or "", f"{r['img_per_s']:.2f}",
+                     r.get("remat", ""), r.get("tf_allocator") or "", r.get("step") or "", f"{r['img_per_s']:.2f}",
                      f"{api:.2f}" if api else "", f"{r['ms_per_step']:.0f}", f"{cpu:.2f}" if cpu else "",
                      f"{r['gmac_per_s']:.1f}", f"{r['matmul_gflop_per_s']:.0f}", f"{r['utilisation']:.2f}",
                      f"{peak:.0f}" if peak else "", r["rounds"], f"{r['vs_peer']:.2f}x" if r["vs_peer"] else ""))

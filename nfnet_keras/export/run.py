@@ -52,6 +52,7 @@ DEFAULTS = {
     "parity_images": None,
     "parity_count": 100,
     "grouped_conv": None,
+    "jit_compile": False,
 }
 
 
@@ -96,6 +97,8 @@ def run(settings, print_fn=print):
         raise ExportError(f"--grouped_conv must be split or native, got {settings['grouped_conv']!r}")
     if settings["grouped_conv"] == "native" and flavours:
         raise ExportError("--grouped_conv native is for GPU and TPU SavedModel servers; export the TFLite files without it")
+    if settings["jit_compile"] and flavours:
+        raise ExportError("--jit_compile is for SavedModel servers with XLA; export the TFLite files without it")
     _check_export_dir(settings["export_dir"])
     if "int8_full" in flavours:
         _check_folder(settings["representative_images"], "representative_images")
@@ -131,7 +134,8 @@ def run(settings, print_fn=print):
         staged = writer.staging(saved_model_dir)
         # The convolutions are traced (in build_archive and write_out) in the form asked for.
         with grouped_conv_override(settings["grouped_conv"]):
-            archive, folded, top_k = savedmodel.build_archive(model, top_k=settings["top_k"])
+            archive, folded, top_k = savedmodel.build_archive(model, top_k=settings["top_k"],
+                                                              jit_compile=settings["jit_compile"])
             archive.write_out(staged, verbose=False)
             grouped_conv = grouped_conv_mode()
         timings["fold, trace and write the SavedModel"] = time.time() - step
@@ -158,6 +162,7 @@ def run(settings, print_fn=print):
         "crop_padding": preprocessing.crop_padding,
         "resize": preprocessing.resize,
         "grouped_conv": grouped_conv,
+        "jit_compile": bool(settings["jit_compile"]),
         "num_classes": model.num_classes,
         "top_k": top_k,
         "version": version,
@@ -287,7 +292,8 @@ def format_summary(results):
         "",
         f"SavedModel (TF Serving version {results['version']}): {results['saved_model']['path']}  "
         f"{_megabytes(results['saved_model']['bytes'])}, grouped convolutions {results['grouped_conv']} "
-        f"({_GROUPED_CONV_WORDS[results['grouped_conv']]})",
+        f"({_GROUPED_CONV_WORDS[results['grouped_conv']]})"
+        + (", XLA-compiled (needs a server with XLA's JIT)" if results["jit_compile"] else ""),
     ]
     signatures = results["saved_model"]["signatures"]
     for key in sorted(signatures, key=lambda k: (k != "serving_default", k)):

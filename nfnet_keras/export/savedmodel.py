@@ -29,7 +29,11 @@ defines the endpoints, all of which call the folded model with `training=False`
 - `predict_pixels_uint8`: the same with uint8 pixels.
 
 The probabilities are the classifier's softmax (a softmax is added when the
-classifier returns logits, as `train.py`'s models do).
+classifier returns logits, as `train.py`'s models do). With `jit_compile=True`
+the folded model and its softmax are one XLA-compiled function that every
+endpoint calls (decoding and resizing stay plain TF ops): faster on CPUs
+(benchmarks/RESULTS.md), but only servers with XLA's JIT run it
+(`tf.saved_model.load`; TF Serving started with `--xla_cpu_compilation_enabled`).
 `describe_signatures` reads the signatures back from `saved_model.pb`.
 """
 
@@ -47,13 +51,14 @@ from nfnet_keras.preprocessing import decode_image, eval_transform_tf, normalize
 __all__ = ["build_archive", "describe_signatures"]
 
 
-def build_archive(model, top_k=5):
+def build_archive(model, top_k=5, jit_compile=False):
     """Folds the model and defines the endpoints (see the module docstring).
 
     Args:
         model: an `NFModel` with a classifier, computing in float32.
         top_k: number of classes in the `top_k_*` outputs (at most the number
             of classes).
+        jit_compile: compile the folded model and softmax with XLA.
 
     Returns:
         `(archive, folded_model, k)`: a `keras.export.ExportArchive` ready for
@@ -70,6 +75,9 @@ def build_archive(model, top_k=5):
     def probabilities(pixels):
         outputs = folded(normalize(pixels, preprocessing.mean, preprocessing.std), training=False)
         return tf.nn.softmax(outputs, axis=-1) if logits else tf.cast(outputs, tf.float32)
+
+    if jit_compile:
+        probabilities = tf.function(probabilities, jit_compile=True)
 
     def prepare(encoded):
         return eval_transform_tf(decode_image(encoded), preprocessing)

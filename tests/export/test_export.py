@@ -392,6 +392,36 @@ def test_native_grouped_convolutions_with_tflite_files_are_refused(run_dir, tmp_
         export_lib.run(_settings(run_dir, tmp_path, grouped_conv="native", tflite=["fp32"]))
 
 
+def _xla_compiled_calls(saved_model_dir):
+    """The calls in the `predict_pixels` graph (its functions included) that TensorFlow must compile with XLA."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    graph = tf.saved_model.load(str(saved_model_dir)).signatures["predict_pixels"].graph.as_graph_def()
+    nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
+    return sum(node.attr["_XlaMustCompile"].b for node in nodes if "_XlaMustCompile" in node.attr)
+
+
+def test_jit_compile_writes_an_xla_compiled_model_with_the_same_outputs(run_dir, tmp_path):
+    import tensorflow as tf  # noqa: PLC0415
+
+    _, reference = run_dir
+    paths = {}
+    for jit_compile in (False, True):
+        settings = _settings(run_dir, tmp_path, name=f"nfnet_jit_{jit_compile}", ema=False, jit_compile=jit_compile)
+        results = export_lib.run(settings, print_fn=lambda line: None)
+        assert results["jit_compile"] is jit_compile
+        paths[jit_compile] = results["saved_model"]["path"]
+        served = tf.saved_model.load(paths[jit_compile]).signatures["predict_pixels"](pixels=reference["pixels"])
+        np.testing.assert_allclose(served["probabilities"].numpy(), reference["raw"], atol=1e-5)
+    assert _xla_compiled_calls(paths[False]) == 0
+    assert _xla_compiled_calls(paths[True]) >= 1
+
+
+def test_jit_compile_with_tflite_files_is_refused(run_dir, tmp_path):
+    with pytest.raises(ExportError, match="--jit_compile is for SavedModel servers with XLA"):
+        export_lib.run(_settings(run_dir, tmp_path, jit_compile=True, tflite=["fp32"]))
+
+
 def test_failed_export_leaves_no_partial_version_directory(run_dir, tmp_path, monkeypatch):
     def broken_convert(*args, **kwargs):
         raise RuntimeError("converter crashed")
