@@ -321,13 +321,32 @@ class AGCMixin:
         return config
 
 
+def _tracing_a_tensorflow_function():
+    """True while TensorFlow traces a function (on other backends the optimizer is built eagerly)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
+
+    return not tf.executing_eagerly()
+
+
 class _ValueInitializer:
-    """Initializer returning the current value of a variable (EMA start)."""
+    """Initializer returning the current value of a variable (EMA start).
+
+    Zeros when the optimizer is built inside a traced TensorFlow function
+    (Keras builds it in the first train step when no distribution strategy is
+    set): TensorFlow cannot lift an initializer that reads another variable out
+    of an XLA-compiled function (`jit_compile=True`, Keras' choice on GPUs).
+    The value is never used there: the first update starts the average from
+    the parameters (`AGCMixin._average_start`).
+    """
 
     def __init__(self, variable):
         self.variable = variable
 
     def __call__(self, shape, dtype=None):
+        if _tracing_a_tensorflow_function():
+            return ops.zeros(shape, dtype=dtype or self.variable.dtype)
         value = ops.convert_to_tensor(self.variable)
         if dtype is not None:
             value = ops.cast(value, dtype)

@@ -50,7 +50,7 @@ TRAINING_KEYS = (
 # holds the data's identity instead (`run_config`).
 OTHER_KEYS = (
     "cpu_devices", "checkpoint_every", "verbose", "eval_batch_size", "backend", "tpu", "dataset",
-    "data_dir", "manual_dir", "skip_corrupt", "model_dir", "preset",
+    "data_dir", "manual_dir", "skip_corrupt", "model_dir", "preset", "jit_compile",
 )  # fmt: skip
 
 # The training data's identity in a run config: not flags, so named in words in a refusal.

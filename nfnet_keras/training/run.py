@@ -283,6 +283,7 @@ def _build(settings, plan, source):
         optimizer=optimizer,
         loss=NFNetCrossEntropy(label_smoothing=settings["label_smoothing"]),
         metrics=["accuracy"],
+        jit_compile={"auto": "auto", "true": True, "false": False}[settings["jit_compile"]],
     )
     trainer.optimizer.build(trainer.trainable_variables)
     return model, trainer, schedule

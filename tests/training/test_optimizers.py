@@ -307,6 +307,24 @@ def test_fit_does_not_overwrite_weights_with_ema():
     assert all(not np.allclose(a, w) for a, w in zip(averages, weights))
 
 
+def _ema_after_one_fit(jit_compile):
+    """The EMA and weights of a small model after one epoch of `fit` (the optimizer built in the first step)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="hidden"),
+                              keras.layers.Dense(3, name="predictions")])
+    opt = NFNetSGD(learning_rate=0.1, ema_decay=0.9)
+    model.compile(optimizer=opt, loss=NFNetCrossEntropy(), jit_compile=jit_compile)
+    x = np.random.default_rng(0).standard_normal((8, 6)).astype("float32")
+    model.fit(x, np.arange(8) % 3, batch_size=4, epochs=1, verbose=0)
+    return [ops.convert_to_numpy(a) for a in opt.average_variables + model.trainable_variables]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's lazy optimizer build under XLA")
+def test_ema_optimizer_trains_under_xla_with_the_same_result():
+    for compiled, plain in zip(_ema_after_one_fit(True), _ema_after_one_fit(False)):
+        np.testing.assert_allclose(compiled, plain, rtol=1e-5, atol=1e-6)
+
+
 def test_saved_model_file_restores_optimizer_state_and_ema(tmp_path):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="hidden"),

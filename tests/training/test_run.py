@@ -204,6 +204,16 @@ def test_a_checkpoint_written_on_some_devices_resumes_on_another_number_at_the_s
     assert _results(run)["test_loss"] == pytest.approx(_results(uninterrupted)["test_loss"], rel=1e-3)
 
 
+def test_jit_compile_true_trains_to_the_weights_of_the_default_step(finished, tmp_path):
+    compiled = RunDirectory(tmp_path / "run")
+    result = _train(compiled.path, "--jit_compile=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    reference, compiled_state = _state(finished[0]), _state(compiled)
+    assert compiled_state["step"] == reference["step"] == STEPS
+    for path, value in reference.items():
+        np.testing.assert_allclose(compiled_state[path], value, rtol=1e-3, atol=1e-5, err_msg=path)
+
+
 def test_model_dir_holding_a_run_with_other_training_flags_is_refused_naming_them(finished, tmp_path):
     run = RunDirectory(tmp_path / "copy")
     shutil.copytree(finished[0].path, run.path)
