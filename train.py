@@ -80,7 +80,7 @@ _define(
     "enum",
     "jit_compile",
     "auto",
-    "XLA for the training step: auto (Keras' choice: on GPUs and TPUs, not on a TensorFlow CPU), true or false. "
+    "XLA for the training step: auto (Keras' choice; on a TensorFlow CPU: no XLA), true or false. "
     "With TensorFlow on a CPU, true made NFNet-F0's paper step 1.2x faster (benchmarks/RESULTS.md).",
     enum_values=["auto", "true", "false"],
 )

@@ -47,7 +47,8 @@ never overwritten (no `finalize_variable_values` at the end of `fit`).  Use
 `nfnet_keras.training.ema` built on them, to evaluate or save the averaged
 weights.
 
-Uses `keras.ops` only; imports without TensorFlow.
+Uses `keras.ops` only (and, on the TensorFlow backend alone, TensorFlow's
+`executing_eagerly`, imported when needed); imports without TensorFlow.
 """
 
 import re
@@ -336,7 +337,7 @@ class _ValueInitializer:
     Zeros when the optimizer is built inside a traced TensorFlow function
     (Keras builds it in the first train step when no distribution strategy is
     set): TensorFlow cannot lift an initializer that reads another variable out
-    of an XLA-compiled function (`jit_compile=True`, Keras' choice on GPUs).
+    of an XLA-compiled function (`jit_compile=True`; Keras' "auto" on one GPU).
     The value is never used there: the first update starts the average from
     the parameters (`AGCMixin._average_start`).
     """

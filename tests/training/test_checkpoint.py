@@ -321,7 +321,8 @@ def test_the_same_run_resumes_from_its_checkpoint_step(tmp_path):
 
 def test_flags_that_do_not_change_the_training_may_differ_on_resume(tmp_path):
     run = started_run(tmp_path, config())
-    resumed = config(cpu_devices=2, checkpoint_every=7, verbose=0, eval_batch_size=16, backend="jax", tpu="v5")
+    resumed = config(cpu_devices=2, checkpoint_every=7, verbose=0, eval_batch_size=16, backend="jax", tpu="v5",
+                     jit_compile="true")
     moved = config(dataset="folder:/elsewhere/a", data_dir="/tfds", manual_dir="/manual", skip_corrupt=True)
     assert checkpoint.prepare_model_dir(run, resumed) == 4
     assert checkpoint.prepare_model_dir(run, moved) == 4
@@ -338,7 +339,7 @@ def test_a_run_with_other_training_flags_is_refused_in_one_line_naming_each_with
     assert message.endswith(
         "(flags that do not change the training may differ: --cpu_devices, --checkpoint_every, --verbose, "
         "--eval_batch_size, --backend, --tpu, --dataset, --data_dir, --manual_dir, --skip_corrupt, "
-        "--model_dir, --preset)"
+        "--model_dir, --preset, --jit_compile)"
     )
 
 
