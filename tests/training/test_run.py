@@ -204,6 +204,7 @@ def test_a_checkpoint_written_on_some_devices_resumes_on_another_number_at_the_s
     assert _results(run)["test_loss"] == pytest.approx(_results(uninterrupted)["test_loss"], rel=1e-3)
 
 
+@pytest.mark.slow  # a second tiny run with an XLA compile (~1 min on 2 cores); the EMA-under-XLA unit test is fast
 def test_jit_compile_true_trains_to_the_weights_of_the_default_step(finished, tmp_path):
     compiled = RunDirectory(tmp_path / "run")
     result = _train(compiled.path, "--jit_compile=true")
