@@ -136,10 +136,10 @@ def prepare_process_environment():
 
     `--backend` and `--cpu_devices` (neither has a preset value) and two
     TensorFlow settings the user's environment may override: its start-up INFO
-    lines off, and its pooling CPU allocator on. Without the pool, every
-    activation of more than ~32 MB is a fresh block from the operating system
-    that page-faults anew on each step (NFNet-F0 paper step +7 % img/s with the
-    pool, benchmarks/RESULTS.md).
+    lines off, and its pooling CPU allocator on. Without the pool, malloc hands
+    the step's large freed activations back to the operating system, and they
+    page-fault anew on every step (NFNet-F0 paper step +7 % img/s with the pool,
+    benchmarks/RESULTS.md).
     """
     if FLAGS.backend:
         os.environ["KERAS_BACKEND"] = FLAGS.backend

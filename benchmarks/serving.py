@@ -46,6 +46,8 @@ import sys
 import tempfile
 import time
 
+import tf_allocator  # this folder's helper (a script's folder is on sys.path)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMPLEMENTATIONS = ("savedmodel", "savedmodel_xla", "savedmodel_native", "onnxruntime")
 PEER = "onnxruntime"
@@ -62,8 +64,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--tf_allocator",
         default="default",
-        help="comma list of TensorFlow CPU allocators for the SavedModel rows: default (what a server runs "
-        "unless told otherwise) and bfc (TF_CPU_ALLOCATOR_USE_BFC=true, TensorFlow's pooling allocator)",
+        help="comma list of TensorFlow CPU allocators for the SavedModel rows: " + tf_allocator.HELP,
     )
     parser.add_argument("--peer_python", default=sys.executable, help="interpreter with torch, timm and onnxruntime")
     parser.add_argument("--cache_dir", default=os.path.join(tempfile.gettempdir(), "nfnet_keras_serving"))
@@ -73,8 +74,10 @@ def parse_args(argv=None):
     unknown = sorted(set(args.impl.split(",")) - set(IMPLEMENTATIONS))
     if unknown:
         parser.error(f"unknown --impl {unknown}; choose from {', '.join(IMPLEMENTATIONS)}")
-    if not set(args.tf_allocator.split(",")) <= {"default", "bfc"}:
-        parser.error(f"--tf_allocator {args.tf_allocator!r}: a comma list of default, bfc")
+    try:
+        args.tf_allocator = tf_allocator.parse(args.tf_allocator)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
@@ -110,7 +113,7 @@ def export_worker(cfg):
 
 def savedmodel_worker(cfg):
     """Times the `predict_pixels` signature."""
-    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true" if cfg["tf_allocator"] == "bfc" else "false"
+    tf_allocator.select(cfg["tf_allocator"])
     import numpy as np
     import tensorflow as tf
 
@@ -195,7 +198,7 @@ def main(argv=None):
     onnx_path = os.path.join(args.cache_dir, f"dm_nfnet_{args.variant.lower()}_{size}.onnx")
 
     runs = [(impl, allocator) for impl in impls
-            for allocator in (args.tf_allocator.split(",") if impl in saved_models else [None])]
+            for allocator in (args.tf_allocator if impl in saved_models else [None])]
     rows = []
     for round_index in range(args.rounds):
         for impl, allocator in runs:

@@ -55,6 +55,8 @@ import subprocess
 import sys
 import time
 
+import tf_allocator  # this folder's helper (a script's folder is on sys.path)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PRECISION_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
@@ -111,8 +113,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--tf_allocator",
         default="bfc",
-        help="comma list of TensorFlow CPU allocators: bfc (the pooling allocator train.py turns on, "
-        "TF_CPU_ALLOCATOR_USE_BFC=true) and default (TensorFlow's own default, memory from malloc)",
+        help="comma list of TensorFlow CPU allocators: " + tf_allocator.HELP,
     )
     parser.add_argument("--peer", default="", help="comma list of peers to time in the same command: timm")
     parser.add_argument("--torch_compile", action="store_true", help="also time the peer under torch.compile")
@@ -171,7 +172,7 @@ def peak_rss_mb():
 def keras_worker(cfg):
     os.environ["KERAS_BACKEND"] = cfg["backend"]
     os.environ["NFNET_GROUPED_CONV"] = cfg["grouped_conv"]
-    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true" if cfg["tf_allocator"] == "bfc" else "false"
+    tf_allocator.select(cfg["tf_allocator"])
     import keras
     import numpy as np
 
@@ -523,7 +524,7 @@ def configurations(args):
     peers = _split(args.peer, ("timm",), "peer") if args.peer else []
     remats = {"off": [False], "on": [True], "both": [False, True]}[args.remat]
     optimizers = _split(args.optimizer, ("nfnet_sgd", "sgd"), "optimizer")
-    allocators = _split(args.tf_allocator, ("bfc", "default"), "tf_allocator")
+    allocators = _split(args.tf_allocator, tf_allocator.CHOICES, "tf_allocator")
     for mode in modes:
         size = args.image_size or variant_config["test_imsize" if mode == "infer" else "train_imsize"]
         for precision in precisions:
