@@ -74,10 +74,10 @@ def parse_args(argv=None):
     unknown = sorted(set(args.impl.split(",")) - set(IMPLEMENTATIONS))
     if unknown:
         parser.error(f"unknown --impl {unknown}; choose from {', '.join(IMPLEMENTATIONS)}")
-    try:
-        args.tf_allocator = tf_allocator.parse(args.tf_allocator)
-    except ValueError as error:
-        parser.error(str(error))
+    allocators = [v for v in args.tf_allocator.split(",") if v]
+    if not allocators or not set(allocators) <= set(tf_allocator.CHOICES):
+        parser.error(f"--tf_allocator {args.tf_allocator!r}: a comma list of {', '.join(tf_allocator.CHOICES)}")
+    args.tf_allocator = allocators
     return args
 
 

@@ -12,15 +12,6 @@ HELP = ("default (TensorFlow's own, memory from malloc) and bfc (its pooling all
         "TF_CPU_ALLOCATOR_USE_BFC=true, what train.py turns on)")
 
 
-def parse(value):
-    """`"default,bfc"` -> `["default", "bfc"]`; raises `ValueError` naming anything else."""
-    choices = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in choices if v not in CHOICES]
-    if unknown or not choices:
-        raise ValueError(f"--tf_allocator {value!r}: a comma list of {', '.join(CHOICES)}")
-    return choices
-
-
 def select(choice):
     """Sets this process's allocator; TensorFlow reads it at its first op, so call it before that."""
     os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true" if choice == "bfc" else "false"
