@@ -93,8 +93,7 @@ _define(
     "boolean",
     "jit_compile",
     False,
-    "Compile the model inside the signatures with XLA (on a CPU export, with the wide 3x3 convolutions by "
-    "Winograd's F(2x2, 3x3)): faster on CPUs, but only for servers with XLA's JIT "
+    "Compile the model inside the signatures with XLA: faster on CPUs, but only for servers with XLA's JIT "
     "(tf.saved_model.load; TF Serving with --xla_cpu_compilation_enabled). Not with --tflite.",
 )
 

@@ -1,6 +1,6 @@
 """Grouped 3x3 convolutions on the CPU: one grouped op versus one conv per group.
 
-The profile behind `nfnet_keras.models.layers.conv_modes.grouped_conv_mode`: F0's 3x3
+The profile behind `nfnet_keras.models.layers.ws_conv.grouped_conv_mode`: F0's 3x3
 convolutions have 1, 2 or 6 groups of 128 channels.  For each of F0's shapes
 at 192 px, batch 8, this times the forward pass and forward+backward (input
 and kernel gradients) of

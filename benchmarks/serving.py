@@ -11,10 +11,7 @@ Implementations (`--impl`, comma list):
 - `savedmodel`: the signature as exported (`python export.py`), as TF Serving
   would run it;
 - `savedmodel_xla`: exported with `export.py --jit_compile` (the folded
-  model inside the signatures compiled with XLA, its wide 3x3 convolutions
-  by Winograd's F(2x2, 3x3));
-- `savedmodel_xla_direct`: the same with XLA's direct 3x3 convolutions
-  (`NFNET_CONV3X3=direct`), to see what Winograd adds;
+  model inside the signatures compiled with XLA);
 - `savedmodel_native`: exported with `NFNET_GROUPED_CONV=native` (one grouped
   convolution per layer, the form for GPU servers) instead of the per-group
   convolutions an export on a CPU host writes;
@@ -52,7 +49,7 @@ import time
 import tf_allocator  # this folder's helper (a script's folder is on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMPLEMENTATIONS = ("savedmodel", "savedmodel_xla", "savedmodel_xla_direct", "savedmodel_native", "onnxruntime")
+IMPLEMENTATIONS = ("savedmodel", "savedmodel_xla", "savedmodel_native", "onnxruntime")
 PEER = "onnxruntime"
 
 
@@ -109,7 +106,7 @@ def export_worker(cfg):
     from nfnet_keras.export.savedmodel import build_archive
 
     model = nfnet_keras.NFNet(cfg["variant"], input_shape=(cfg["size"], cfg["size"], 3))
-    archive, _, _ = build_archive(model, jit_compile=cfg["jit_compile"], conv3x3=cfg["conv3x3"])
+    archive, _, _ = build_archive(model, jit_compile=cfg["jit_compile"])
     archive.write_out(cfg["path"], verbose=False)
     return {"exported": cfg["path"]}
 
@@ -154,8 +151,8 @@ def onnxruntime_worker(cfg):
     return {"versions": versions, "results": results}
 
 
-WORKERS = {"export": export_worker, "onnxruntime": onnxruntime_worker,
-           **{impl: savedmodel_worker for impl in IMPLEMENTATIONS if impl.startswith("savedmodel")}}
+WORKERS = {"export": export_worker, "savedmodel": savedmodel_worker, "savedmodel_xla": savedmodel_worker,
+           "savedmodel_native": savedmodel_worker, "onnxruntime": onnxruntime_worker}
 
 
 def run_worker(cfg, python=sys.executable):
@@ -188,13 +185,12 @@ def main(argv=None):
         if not impl.startswith("savedmodel"):
             continue
         grouped_conv = "native" if impl == "savedmodel_native" else "split"
-        jit_compile = impl.startswith("savedmodel_xla")
-        conv3x3 = "direct" if impl == "savedmodel_xla_direct" else None  # None: what export.py chooses
+        jit_compile = impl == "savedmodel_xla"
         path = os.path.join(args.cache_dir, f"nfnet_{args.variant.lower()}_{size}_{grouped_conv}"
-                            f"{'_xla' if jit_compile else ''}{'_direct' if conv3x3 else ''}_savedmodel")
+                            f"{'_xla' if jit_compile else ''}_savedmodel")
         if not os.path.exists(path):
             exported = run_worker({**base, "impl": "export", "path": path, "grouped_conv": grouped_conv,
-                                   "jit_compile": jit_compile, "conv3x3": conv3x3})
+                                   "jit_compile": jit_compile})
             if "error" in exported:
                 print(f"error: exporting the SavedModel failed: {exported['error']}", file=sys.stderr)
                 return 1

@@ -34,8 +34,6 @@ machine's speed drifts between rounds, not within a pair).  Each step is also
 timed in process CPU seconds (`cpu_s_per_step`), steadier than wall time on a
 shared machine.  TensorFlow runs with the pooling CPU allocator that train.py
 turns on (`--tf_allocator bfc`); `--tf_allocator default,bfc` times both.
-`--conv3x3 direct,winograd` likewise times both ways of computing the wide 3x3
-convolutions (`NFNET_CONV3X3`; Winograd only pays under XLA, `--jit`).
 
 Examples (the RESULTS.md tables):
 
@@ -99,11 +97,6 @@ def parse_args(argv=None):
         choices=("auto", "native", "split"),
         default="auto",
         help="how grouped 3x3 convs run (NFNET_GROUPED_CONV); auto is the library default",
-    )
-    parser.add_argument(
-        "--conv3x3",
-        default="direct",
-        help="comma list of direct, winograd: how wide 3x3 stride-1 convs run (NFNET_CONV3X3)",
     )
     parser.add_argument(
         "--optimizer",
@@ -179,7 +172,6 @@ def peak_rss_mb():
 def keras_worker(cfg):
     os.environ["KERAS_BACKEND"] = cfg["backend"]
     os.environ["NFNET_GROUPED_CONV"] = cfg["grouped_conv"]
-    os.environ["NFNET_CONV3X3"] = cfg["conv3x3"]
     tf_allocator.select(cfg["tf_allocator"])
     import keras
     import numpy as np
@@ -187,7 +179,7 @@ def keras_worker(cfg):
     sys.path.insert(0, ROOT)
     import nfnet_keras
     import nfnet_keras.training
-    from nfnet_keras.models.layers import conv_modes
+    from nfnet_keras.models.layers import ws_conv
 
     backend = keras.backend.backend()
     keras.mixed_precision.set_global_policy(PRECISION_POLICIES[cfg["precision"]])
@@ -254,8 +246,7 @@ def keras_worker(cfg):
         "batch_size": batch,
         "precision": cfg["precision"],
         "jit": bool(model.jit_compile),
-        "grouped_conv": conv_modes.grouped_conv_mode(),
-        "conv3x3": conv_modes.conv3x3_mode(),
+        "grouped_conv": ws_conv.grouped_conv_mode(),
         "remat": cfg["remat"],
         "tf_allocator": cfg["tf_allocator"] if backend == "tensorflow" else None,
         "optimizer": cfg["optimizer"] if cfg["mode"] == "train" else None,
@@ -534,7 +525,6 @@ def configurations(args):
     remats = {"off": [False], "on": [True], "both": [False, True]}[args.remat]
     optimizers = _split(args.optimizer, ("nfnet_sgd", "sgd"), "optimizer")
     allocators = _split(args.tf_allocator, tf_allocator.CHOICES, "tf_allocator")
-    conv3x3s = _split(args.conv3x3, ("direct", "winograd"), "conv3x3")
     for mode in modes:
         size = args.image_size or variant_config["test_imsize" if mode == "infer" else "train_imsize"]
         for precision in precisions:
@@ -555,16 +545,15 @@ def configurations(args):
                 for backend in backends:
                     for remat in remats if mode == "train" else [False]:
                         for allocator in allocators if backend == "tensorflow" else allocators[:1]:
-                            for conv3x3 in conv3x3s:
-                                yield {**common, "kind": "keras", "backend": backend, "jit": args.jit,
-                                       "remat": remat, "grouped_conv": args.grouped_conv, "conv3x3": conv3x3,
-                                       "optimizer": optimizer, "tf_allocator": allocator, "api_pass": args.api_pass}
+                            yield {**common, "kind": "keras", "backend": backend, "jit": args.jit, "remat": remat,
+                                   "grouped_conv": args.grouped_conv, "optimizer": optimizer,
+                                   "tf_allocator": allocator, "api_pass": args.api_pass}
 
 
 def _row_key(r):
     """What identifies a configuration across rounds."""
     return (r["impl"], r["mode"], r["image_size"], r["precision"], r["jit"], r.get("remat"), r.get("tf_allocator"),
-            r.get("conv3x3"), r.get("optimizer"))
+            r.get("optimizer"))
 
 
 def _peer_key(r):
@@ -604,7 +593,7 @@ def summarise(results):
 
 
 def print_table(results):
-    header = ("impl", "mode", "px", "batch", "prec", "jit", "remat", "tf alloc", "3x3", "optimizer", "img/s", "fit/predict img/s",
+    header = ("impl", "mode", "px", "batch", "prec", "jit", "remat", "tf alloc", "optimizer", "img/s", "fit/predict img/s",
               "ms/step", "CPU s/step", "GMAC/s", "matmul GFLOP/s", "util", "peak MB", "rounds", "vs peer")
     rows = []
     for r in results:
@@ -615,7 +604,7 @@ def print_table(results):
         api = r.get("predict_img_per_s") or r.get("fit_img_per_s")
         cpu = r.get("cpu_s_per_step")
         rows.append((r["impl"], r["mode"], r["image_size"], r["batch_size"], r["precision"], r["jit"],
-                     r.get("remat", ""), r.get("tf_allocator") or "", r.get("conv3x3") or "", r.get("step") or "", f"{r['img_per_s']:.2f}",
+                     r.get("remat", ""), r.get("tf_allocator") or "", r.get("step") or "", f"{r['img_per_s']:.2f}",
                      f"{api:.2f}" if api else "", f"{r['ms_per_step']:.0f}", f"{cpu:.2f}" if cpu else "",
                      f"{r['gmac_per_s']:.1f}", f"{r['matmul_gflop_per_s']:.0f}", f"{r['utilisation']:.2f}",
                      f"{peak:.0f}" if peak else "", r["rounds"], f"{r['vs_peer']:.2f}x" if r["vs_peer"] else ""))

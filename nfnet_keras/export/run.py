@@ -24,7 +24,7 @@ from nfnet_keras.checks import check_integer
 from nfnet_keras.export import savedmodel, versions
 from nfnet_keras.export import tflite as litert
 from nfnet_keras.export.model import ExportError, load_export_model, require_tensorflow_backend
-from nfnet_keras.models.layers.conv_modes import grouped_conv_mode, grouped_conv_override
+from nfnet_keras.models.layers.ws_conv import grouped_conv_mode, grouped_conv_override
 from nfnet_keras.models.loading import predict_probabilities
 from nfnet_keras.preprocessing import prepare_images, preprocess_input
 
@@ -138,7 +138,6 @@ def run(settings, print_fn=print):
                                                               jit_compile=settings["jit_compile"])
             archive.write_out(staged, verbose=False)
             grouped_conv = grouped_conv_mode()
-            conv3x3 = savedmodel.serving_conv3x3(settings["jit_compile"])
         timings["fold, trace and write the SavedModel"] = time.time() - step
         if "int8_full" in flavours:
             step = time.time()
@@ -163,7 +162,6 @@ def run(settings, print_fn=print):
         "crop_padding": preprocessing.crop_padding,
         "resize": preprocessing.resize,
         "grouped_conv": grouped_conv,
-        "conv3x3": conv3x3,
         "jit_compile": bool(settings["jit_compile"]),
         "num_classes": model.num_classes,
         "top_k": top_k,
@@ -295,8 +293,7 @@ def format_summary(results):
         f"SavedModel (TF Serving version {results['version']}): {results['saved_model']['path']}  "
         f"{_megabytes(results['saved_model']['bytes'])}, grouped convolutions {results['grouped_conv']} "
         f"({_GROUPED_CONV_WORDS[results['grouped_conv']]})"
-        + (", XLA-compiled (needs a server with XLA's JIT)" if results["jit_compile"] else "")
-        + (", wide 3x3 convolutions by Winograd F(2x2, 3x3)" if results["conv3x3"] == "winograd" else ""),
+        + (", XLA-compiled (needs a server with XLA's JIT)" if results["jit_compile"] else ""),
     ]
     signatures = results["saved_model"]["signatures"]
     for key in sorted(signatures, key=lambda k: (k != "serving_default", k)):

@@ -31,11 +31,9 @@ defines the endpoints, all of which call the folded model with `training=False`
 The probabilities are the classifier's softmax (a softmax is added when the
 classifier returns logits, as `train.py`'s models do). With `jit_compile=True`
 the folded model and its softmax are one XLA-compiled function that every
-endpoint calls (decoding and resizing stay plain TF ops), with its wide
-3x3 convolutions by Winograd's F(2x2, 3x3) when the grouped convolutions are
-in the CPU form (`serving_conv3x3`): faster on CPUs (benchmarks/RESULTS.md),
-but only servers with XLA's JIT run it (`tf.saved_model.load`; TF Serving
-started with `--xla_cpu_compilation_enabled`).
+endpoint calls (decoding and resizing stay plain TF ops): faster on CPUs
+(benchmarks/RESULTS.md), but only servers with XLA's JIT run it
+(`tf.saved_model.load`; TF Serving started with `--xla_cpu_compilation_enabled`).
 `describe_signatures` reads the signatures back from `saved_model.pb`.
 """
 
@@ -47,25 +45,13 @@ import tensorflow as tf
 from nfnet_keras.checks import check_integer
 from nfnet_keras.export.model import ExportError, require_tensorflow_backend
 from nfnet_keras.models import folding
-from nfnet_keras.models.layers.conv_modes import conv3x3_override, grouped_conv_mode
 from nfnet_keras.models.loading import returns_logits
 from nfnet_keras.preprocessing import decode_image, eval_transform_tf, normalize
 
-__all__ = ["build_archive", "describe_signatures", "serving_conv3x3"]
+__all__ = ["build_archive", "describe_signatures"]
 
 
-def serving_conv3x3(jit_compile):
-    """How the servable computes 3x3 convolutions (`conv_modes.conv3x3_mode`) when traced now.
-
-    "winograd" for an XLA-compiled servable with grouped convolutions in the
-    CPU form ("split"), where it is faster (F0 at batch 1: benchmarks/RESULTS.md);
-    "direct" otherwise (Winograd is 3x slower outside XLA, and GPU libraries
-    choose their own algorithm).
-    """
-    return "winograd" if jit_compile and grouped_conv_mode() == "split" else "direct"
-
-
-def build_archive(model, top_k=5, jit_compile=False, conv3x3=None):
+def build_archive(model, top_k=5, jit_compile=False):
     """Folds the model and defines the endpoints (see the module docstring).
 
     Args:
@@ -73,7 +59,6 @@ def build_archive(model, top_k=5, jit_compile=False, conv3x3=None):
         top_k: number of classes in the `top_k_*` outputs (at most the number
             of classes).
         jit_compile: compile the folded model and softmax with XLA.
-        conv3x3: "direct" or "winograd"; default `serving_conv3x3(jit_compile)`.
 
     Returns:
         `(archive, folded_model, k)`: a `keras.export.ExportArchive` ready for
@@ -87,11 +72,8 @@ def build_archive(model, top_k=5, jit_compile=False, conv3x3=None):
     names = tf.constant(list(model.class_names), dtype=tf.string)
     logits = returns_logits(model)
 
-    conv3x3 = conv3x3 or serving_conv3x3(jit_compile)
-
     def probabilities(pixels):
-        with conv3x3_override(conv3x3):  # in force whenever the endpoints are traced
-            outputs = folded(normalize(pixels, preprocessing.mean, preprocessing.std), training=False)
+        outputs = folded(normalize(pixels, preprocessing.mean, preprocessing.std), training=False)
         return tf.nn.softmax(outputs, axis=-1) if logits else tf.cast(outputs, tf.float32)
 
     if jit_compile:

@@ -12,6 +12,7 @@ import pytest
 
 import nfnet_keras
 from nfnet_keras.keras_internals import nested_layers
+from nfnet_keras.models.layers import ws_conv
 from nfnet_keras.models.layers import (
     GAMMAS,
     NFBlock,
@@ -255,6 +256,17 @@ def test_wsconv_grouped_conv_split_and_native_modes_agree(rng, monkeypatch, stri
     monkeypatch.setenv("NFNET_GROUPED_CONV", "split")
     split = to_np(layer(x))
     np.testing.assert_allclose(split, native, rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_conv_mode_auto_splits_on_a_cpu_only_machine(monkeypatch):
+    monkeypatch.delenv("NFNET_GROUPED_CONV", raising=False)
+    assert ws_conv.grouped_conv_mode() == "split"
+
+
+def test_unknown_grouped_conv_mode_raises_value_error(monkeypatch):
+    monkeypatch.setenv("NFNET_GROUPED_CONV", "fast")
+    with pytest.raises(ValueError, match="NFNET_GROUPED_CONV"):
+        ws_conv.grouped_conv_mode()
 
 
 def test_numpy_conv_oracle_agrees_with_tf_same_padding(rng):

@@ -1,12 +1,14 @@
 """Scaled weight-standardised 2-D convolution (`WSConv2D`)."""
 
+import contextlib
+import functools
 import math
+import os
 
 import keras
 from keras import ops
 
-from nfnet_keras.models.layers.conv_modes import conv3x3_mode, grouped_conv_mode
-from nfnet_keras.models.layers.winograd import MIN_CHANNELS_PER_GROUP, winograd_conv3x3
+GROUPED_CONV_MODES = ("auto", "native", "split")
 
 
 class StandardizedConv2D(keras.layers.Layer):
@@ -185,15 +187,9 @@ def conv2d_same(inputs, kernel, strides, groups):
 def grouped_conv(inputs, kernel, strides, groups, padding):
     """`ops.conv` with `groups` groups: one grouped op, or one conv per group (`grouped_conv_mode`).
 
-    Where `conv3x3_mode` says "winograd", 3x3 stride-1 float32 convolutions
-    with a static image size and groups of at least `MIN_CHANNELS_PER_GROUP`
-    input channels go by Winograd's F(2x2, 3x3) instead.
-
     Args:
         padding: `"same"` or `"valid"`, as for `ops.conv`.
     """
-    if _by_winograd(inputs, kernel, strides):
-        return winograd_conv3x3(inputs, kernel, groups, padding)
     if groups == 1 or grouped_conv_mode() == "native":
         return ops.conv(inputs, kernel, strides=strides, padding=padding)
     # Group g reads input channels [g*k, (g+1)*k) and writes output channels
@@ -203,15 +199,68 @@ def grouped_conv(inputs, kernel, strides, groups, padding):
     return ops.concatenate([ops.conv(x, k, strides=strides, padding=padding) for x, k in zip(xs, ks)], axis=-1)
 
 
-def _by_winograd(inputs, kernel, strides):
-    return (
-        tuple(kernel.shape[:2]) == (3, 3)
-        and tuple(strides) == (1, 1)
-        and kernel.shape[2] >= MIN_CHANNELS_PER_GROUP
-        and keras.backend.standardize_dtype(inputs.dtype) == "float32"
-        and None not in tuple(inputs.shape[1:])
-        and conv3x3_mode() == "winograd"
-    )
+def grouped_conv_mode():
+    """How grouped convolutions run: "native" (one grouped op) or "split".
+
+    "split" runs one plain convolution per group and concatenates.  On CPUs
+    that is the fast form: XLA:CPU's gradient of a grouped convolution is
+    10-20x slower than the per-group convolutions' (F0's strided stage-3
+    3x3, batch 8: 0.98 s vs 0.09 s forward+backward, `benchmarks/conv_groups.py`),
+    and TensorFlow's oneDNN path is no faster grouped than split.  On GPUs
+    and TPUs the grouped op is the fast one.  The environment variable
+    `NFNET_GROUPED_CONV` (`auto`, `native` or `split`) overrides the choice;
+    `auto` (the default) picks "split" when the default device is a CPU.
+    The mode is read when a function is traced, so set it before building
+    or compiling.
+    """
+    mode = os.environ.get("NFNET_GROUPED_CONV", "auto")
+    if mode not in GROUPED_CONV_MODES:
+        raise ValueError(f"NFNET_GROUPED_CONV={mode!r}: choose one of {GROUPED_CONV_MODES}")
+    if mode == "auto":
+        return "split" if _default_device_is_cpu() else "native"
+    return mode
+
+
+@contextlib.contextmanager
+def grouped_conv_override(mode):
+    """Within the block, models traced use `mode` ("native" or "split") whatever the machine.
+
+    For artifacts traced on one machine and run on another: a SavedModel for a
+    GPU server exported on a CPU host wants "native" grouped convolutions.
+    Restores `NFNET_GROUPED_CONV` afterwards. `None` changes nothing.
+    """
+    if mode is None:
+        yield
+        return
+    if mode not in GROUPED_CONV_MODES[1:]:
+        raise ValueError(f"grouped convolution mode {mode!r}: choose one of {GROUPED_CONV_MODES[1:]}")
+    previous = os.environ.get("NFNET_GROUPED_CONV")
+    os.environ["NFNET_GROUPED_CONV"] = mode
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["NFNET_GROUPED_CONV"]
+        else:
+            os.environ["NFNET_GROUPED_CONV"] = previous
+
+
+@functools.cache
+def _default_device_is_cpu():
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU") and not tf.config.list_logical_devices("TPU")
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    if backend == "torch":
+        import torch
+
+        return not torch.cuda.is_available()
+    return True
 
 
 def int_pair(value, name):
