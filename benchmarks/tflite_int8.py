@@ -14,10 +14,14 @@ one process:
   int8_full, fp32, ...) so that the machine's load falls on all alike; medians
   of milliseconds per `invoke()` and of the same-round ratios to `fp32`.
 
-Example (the RESULTS.md figures):
+Examples (the RESULTS.md figures):
 
     python benchmarks/tflite_int8.py --model /tmp/work/default_run --output_dir /tmp/work/export_int8 \\
         --representative_counts 100 1000 5000 --json benchmarks/results/tflite_int8.jsonl
+    # speed only, on a large model (random weights: agreement would say nothing)
+    python -c "import nfnet_keras; nfnet_keras.NFNetF0(weights=None).save('/tmp/f0.keras')"
+    python benchmarks/tflite_int8.py --model /tmp/f0.keras --output_dir /tmp/f0_int8 --no-agreement \\
+        --representative_counts 32 --parity_count 8 --batches 1 --threads 2 --rounds 5 --seconds 2
 
 Not a test: timings depend on the machine and its load.
 """
@@ -150,6 +154,8 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=0.5, help="invoking time per flavour and round")
     parser.add_argument("--json", default=None, help="append the results as JSON lines here")
     parser.add_argument("--reuse", action="store_true", help="use the files of an earlier run in --output_dir")
+    parser.add_argument("--agreement", action=argparse.BooleanOptionalAction, default=True,
+                        help="top-1 agreement on the CIFAR-10 test images (--no-agreement: speed only)")
     args = parser.parse_args(argv)
 
     from nfnet_keras.export import tflite  # noqa: PLC0415
@@ -170,6 +176,8 @@ def main(argv=None):
             files_first = files
         details = tflite.describe(files["fp32"])
         size = details["inputs"][0]["shape_signature"][1]
+        if not args.agreement:
+            continue
         if pixels is None:  # the model's own evaluation transform of the parity images
             from nfnet_keras.models.loading import load_model  # noqa: PLC0415
 
