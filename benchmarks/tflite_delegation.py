@@ -1,10 +1,10 @@
 """Which of NFNet's op kinds XNNPACK takes into its delegate, in `fp32` and in `int8_full` TFLite files.
 
 For each op kind of the exported NFNets (GELU, MUL, ADD, MEAN, LOGISTIC,
-SPLIT/CONCATENATION, AVERAGE_POOL_2D, FULLY_CONNECTED), converts a tiny graph
-that puts it between two 3x3 convolutions, with the converter settings of
-`nfnet_keras.export.tflite.convert` for that flavour, loads it with LiteRT
-(XNNPACK on by default) and counts the delegate partitions: 1 means the
+SPLIT/CONCATENATION, AVERAGE_POOL_2D, FULLY_CONNECTED), writes a tiny graph
+that puts it between two 3x3 convolutions as a SavedModel, converts it with
+`nfnet_keras.export.tflite.convert` (what `export.py` runs), loads it with
+LiteRT (XNNPACK on by default) and counts the delegate partitions: 1 means the
 whole graph runs inside XNNPACK; 2 means the op between stays outside and
 splits it (each boundary costs a hand-over between XNNPACK and LiteRT's own
 kernels, and stops XNNPACK's fusions).
@@ -19,27 +19,32 @@ public one). Needs TensorFlow and ai_edge_litert. Not a test.
 """
 
 import collections
+import os
 import sys
+import tempfile
 
 import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from nfnet_keras.export import tflite
 
 SHAPE = (8, 8, 16)
 
 
 def op_counts(function, flavour):
     """`{op name: count}` of `function` converted to TFLite `flavour` ("fp32" or "int8_full") and loaded."""
-    traced = tf.function(function, input_signature=[tf.TensorSpec([1, *SHAPE], tf.float32)])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([traced.get_concrete_function()], traced)
-    if flavour == "int8_full":
-        rng = np.random.default_rng(0)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([rng.standard_normal((1, *SHAPE), np.float32)] for _ in range(8))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    return loaded_op_counts(Interpreter(model_content=converter.convert(), num_threads=1))
+    module = tf.Module()
+    module.call = tf.function(function, input_signature=[tf.TensorSpec([1, *SHAPE], tf.float32)])
+    calibration = np.random.default_rng(0).standard_normal((8, *SHAPE)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as saved_model:
+        tf.saved_model.save(module, saved_model, signatures={tflite.SIGNATURE: module.call})
+        contents = tflite.convert(saved_model, flavour, calibration if flavour == "int8_full" else None)
+    return loaded_op_counts(Interpreter(model_content=contents, num_threads=1))
 
 
 def loaded_op_counts(interpreter):
