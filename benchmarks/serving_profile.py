@@ -37,9 +37,11 @@ def main(argv=None):
         meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], args.saved_model)
         signature = meta_graph.signature_def[args.signature]
         (input_info,) = signature.inputs.values()
-        output = list(signature.outputs.values())[0].name
+        (output_info,) = signature.outputs.values()
+        output = output_info.name
         shape = [args.batch] + [d.size for d in input_info.tensor_shape.dim[1:]]
-        feed = {input_info.name: np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)}
+        pixels = np.random.default_rng(0).uniform(0, 255, shape)  # float32 or uint8, as the signature takes
+        feed = {input_info.name: pixels.astype(tf.as_dtype(input_info.dtype).as_numpy_dtype)}
         for _ in range(3):
             session.run(output, feed)
         plain = []

@@ -80,7 +80,7 @@ def graphs():
 def main(paths):
     if paths:
         for path in paths:
-            counts = loaded_op_counts(Interpreter(model_path=path, num_threads=1))
+            counts = loaded_op_counts(tflite.load_interpreter(path, num_threads=1))
             delegates = counts.pop("DELEGATE", 0)
             print(f"{path}: {delegates} partitions; ops {dict(counts)}")
         return
