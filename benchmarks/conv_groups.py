@@ -15,6 +15,8 @@ are steadier than wall time on a shared machine.
 
     python benchmarks/conv_groups.py               # about 2 minutes on 2 cores
     python benchmarks/conv_groups.py --backend jax
+    # serving's case: batch 1 at 256 px, forward only, on one thread and on two
+    python benchmarks/conv_groups.py --batch_size 1 --image_size 256 --forward_only --threads 1
 
 Not a test.
 """
@@ -25,7 +27,8 @@ import time
 
 import numpy as np
 
-# (spatial size, channels, groups, stride) of F0's grouped 3x3 convs at 192 px.
+# (spatial size, channels, groups, stride) of F0's grouped 3x3 convs at 192 px
+# (the sizes scale with `--image_size`: 256 px gives 64, 32, 16 and 8).
 F0_SHAPES = [(48, 128, 1, 1), (48, 256, 2, 2), (24, 256, 2, 1), (24, 768, 6, 2), (12, 768, 6, 1), (6, 768, 6, 1)]
 
 
@@ -63,7 +66,9 @@ def tf_cases(x, w, groups, stride):
                     loss = tf.reduce_sum(y * y)
                 return tape.gradient(loss, [x, w])
 
-            yield f"tf-{name}{'-xla' if jit else ''}", fwd, tf.function(fb, jit_compile=jit)
+            # TensorFlow has no CPU kernel for a grouped convolution's gradient outside XLA.
+            supported = jit or name == "split"
+            yield f"tf-{name}{'-xla' if jit else ''}", fwd, tf.function(fb, jit_compile=jit) if supported else None
 
 
 def jax_cases(x, w, groups, stride):
@@ -101,21 +106,35 @@ def main(argv=None):
     parser.add_argument("--backend", choices=("tensorflow", "jax"), default="tensorflow")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--image_size", type=int, default=192, help="F0's input size; a multiple of 32")
+    parser.add_argument("--forward_only", action="store_true", help="skip the forward+backward timings")
+    parser.add_argument("--threads", type=int, help="TensorFlow's intra- and inter-op threads (default: all cores)")
     args = parser.parse_args(argv)
+    if args.image_size % 32:
+        parser.error(f"--image_size must be a multiple of 32, got {args.image_size}")
+    if args.threads is not None:
+        if args.backend != "tensorflow":
+            parser.error("--threads sets TensorFlow's thread pools; it takes --backend tensorflow")
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     rng = np.random.default_rng(0)
     print("shape (HxW, C, groups, stride) | impl | fwd ms (cpu ms) | fwd+bwd ms (cpu ms)")
     totals = {}
     for size, channels, groups, stride in F0_SHAPES:
+        size = size * args.image_size // 192
         x = rng.standard_normal((args.batch_size, size, size, channels)).astype("float32")
         w = (rng.standard_normal((3, 3, channels // groups, channels)) * 0.05).astype("float32")
         cases = tf_cases if args.backend == "tensorflow" else jax_cases
         for name, fwd, fb in cases(x, w, groups, stride):
             f_wall, f_cpu = measure(fwd, args.steps)
-            b_wall, b_cpu = measure(fb, args.steps)
-            totals[name] = totals.get(name, 0.0) + b_cpu
+            b_wall, b_cpu = (float("nan"), float("nan")) if args.forward_only or fb is None else measure(fb, args.steps)
+            totals[name] = totals.get(name, 0.0) + (f_cpu if args.forward_only else b_cpu)
             print(f"{size}x{size}, {channels}, {groups}, {stride} | {name} | "
                   f"{f_wall:.1f} ({f_cpu:.1f}) | {b_wall:.1f} ({b_cpu:.1f})", flush=True)
-    print("\nforward+backward CPU ms summed over the shapes:")
+    print(f"\n{'forward' if args.forward_only else 'forward+backward'} CPU ms summed over the shapes "
+          "(nan: no gradient kernel for that case):")
     for name, total in totals.items():
         print(f"  {name}: {total:.0f}")
     return 0
