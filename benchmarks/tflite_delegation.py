@@ -11,17 +11,24 @@ kernels, and stops XNNPACK's fusions).
 
     python benchmarks/tflite_delegation.py
     python benchmarks/tflite_delegation.py /tmp/f0_int8/calibration_32/*_tflite/1/*.tflite
+    python benchmarks/tflite_delegation.py --conv_speed
 
 With `.tflite` files as arguments, prints their op and partition counts
-instead (the F0 files in RESULTS.md, "int8 TFLite on this CPU"). The op list
+instead (the F0 files in RESULTS.md, "int8 TFLite on this CPU"). With
+`--conv_speed`, times single convolutions of F0's shapes (batch 1, 2 threads),
+each wholly inside XNNPACK, as `fp32` and `int8_full` files: what int8 gains
+when nothing splits the graph. The op list
 comes from LiteRT's `Interpreter._get_ops_details` (ai_edge_litert 2.21 has no
 public one). Needs TensorFlow and ai_edge_litert. Not a test.
 """
 
+import argparse
 import collections
 import os
+import statistics
 import sys
 import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -36,15 +43,19 @@ from nfnet_keras.export import tflite
 SHAPE = (8, 8, 16)
 
 
-def op_counts(function, flavour):
-    """`{op name: count}` of `function` converted to TFLite `flavour` ("fp32" or "int8_full") and loaded."""
+def converted(function, flavour, shape=SHAPE):
+    """`function` of one `[1, *shape]` float32 input, converted to TFLite `flavour` ("fp32" or "int8_full")."""
     module = tf.Module()
-    module.call = tf.function(function, input_signature=[tf.TensorSpec([1, *SHAPE], tf.float32)])
-    calibration = np.random.default_rng(0).standard_normal((8, *SHAPE)).astype(np.float32)
+    module.call = tf.function(function, input_signature=[tf.TensorSpec([1, *shape], tf.float32)])
+    calibration = np.random.default_rng(0).standard_normal((8, *shape)).astype(np.float32)
     with tempfile.TemporaryDirectory() as saved_model:
         tf.saved_model.save(module, saved_model, signatures={tflite.SIGNATURE: module.call})
-        contents = tflite.convert(saved_model, flavour, calibration if flavour == "int8_full" else None)
-    return loaded_op_counts(Interpreter(model_content=contents, num_threads=1))
+        return tflite.convert(saved_model, flavour, calibration if flavour == "int8_full" else None)
+
+
+def op_counts(function, flavour):
+    """`{op name: count}` of `function` converted to TFLite `flavour` and loaded."""
+    return loaded_op_counts(Interpreter(model_content=converted(function, flavour), num_threads=1))
 
 
 def loaded_op_counts(interpreter):
@@ -77,7 +88,67 @@ def graphs():
     }
 
 
-def main(paths):
+def conv_layers():
+    """`{name: (input shape, function)}`: single convolutions of F0's shapes at 256 px."""
+    rng = np.random.default_rng(2)
+
+    def kernel(size, channels_in, channels_out):
+        return tf.constant(0.05 * rng.standard_normal((size, size, channels_in, channels_out)), tf.float32)
+
+    wide, pointwise = kernel(3, 128, 128), kernel(1, 768, 1536)
+    grouped = [kernel(3, 128, 128) for _ in range(6)]
+    return {
+        "3x3, 128 to 128, 64x64": ((64, 64, 128), lambda x: tf.nn.conv2d(x, wide, 1, "SAME")),
+        "1x1, 768 to 1536, 16x16": ((16, 16, 768), lambda x: tf.nn.conv2d(x, pointwise, 1, "SAME")),
+        "3x3, 6 groups of 128, 16x16 (split)": (
+            (16, 16, 768),
+            lambda x: tf.concat([tf.nn.conv2d(a, w, 1, "SAME") for a, w in zip(tf.split(x, 6, -1), grouped)], -1),
+        ),
+    }
+
+
+def conv_speed(rounds=6, calls=15, threads=2):
+    """Prints fp32 and int8_full milliseconds per call of each of `conv_layers`, interleaved by round."""
+    print(f"| convolution (batch 1, {threads} threads) | XNNPACK partitions | fp32 ms | int8_full ms | speed-up |")
+    print("|---|---|---|---|---|")
+    for name, (shape, function) in conv_layers().items():
+        interpreters = {}
+        for flavour in ("fp32", "int8_full"):
+            interpreter = Interpreter(model_content=converted(function, flavour, shape), num_threads=threads)
+            interpreter.allocate_tensors()
+            (inputs,) = interpreter.get_input_details()
+            interpreter.set_tensor(inputs["index"], np.zeros(inputs["shape"], inputs["dtype"]))
+            for _ in range(3):
+                interpreter.invoke()
+            interpreters[flavour] = interpreter
+        partitions = {f: loaded_op_counts(i)["DELEGATE"] for f, i in interpreters.items()}
+        times = {flavour: [] for flavour in interpreters}
+        ratios = []
+        for _ in range(rounds):
+            medians = {}
+            for flavour, interpreter in interpreters.items():
+                own = []
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    interpreter.invoke()
+                    own.append(time.perf_counter() - start)
+                times[flavour] += own
+                medians[flavour] = statistics.median(own)
+            ratios.append(medians["fp32"] / medians["int8_full"])
+        fp32, int8 = (statistics.median(times[f]) * 1e3 for f in ("fp32", "int8_full"))
+        print(f"| {name} | {partitions['fp32']} / {partitions['int8_full']} | {fp32:.2f} | {int8:.2f} | "
+              f"{statistics.median(ratios):.2f}x |", flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="*", help=".tflite files: print their op and partition counts")
+    parser.add_argument("--conv_speed", action="store_true", help="time single F0 convolutions, fp32 against int8_full")
+    args = parser.parse_args(argv)
+    if args.conv_speed:
+        conv_speed()
+        return
+    paths = args.paths
     if paths:
         for path in paths:
             counts = loaded_op_counts(tflite.load_interpreter(path, num_threads=1))
@@ -92,4 +163,4 @@ def main(paths):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
