@@ -16,8 +16,9 @@ kernels, and stops XNNPACK's fusions).
 With `.tflite` files as arguments, prints their op and partition counts
 instead (the F0 files in RESULTS.md, "int8 TFLite on this CPU"). With
 `--conv_speed`, times single convolutions of F0's shapes (batch 1, 2 threads),
-each wholly inside XNNPACK, as `fp32` and `int8_full` files: what int8 gains
-when nothing splits the graph. The op list
+each wholly inside XNNPACK, as `fp32` and `int8_full` files, with
+`tflite_int8.py`'s interleaved timing: what int8 gains when nothing splits the
+graph. The op list
 comes from LiteRT's `Interpreter._get_ops_details` (ai_edge_litert 2.21 has no
 public one). Needs TensorFlow and ai_edge_litert. Not a test.
 """
@@ -25,10 +26,8 @@ public one). Needs TensorFlow and ai_edge_litert. Not a test.
 import argparse
 import collections
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -37,6 +36,8 @@ from ai_edge_litert.interpreter import Interpreter
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+import tflite_int8  # this folder's script (a script's folder is on sys.path): its interleaved timing
 
 from nfnet_keras.export import tflite
 
@@ -107,37 +108,22 @@ def conv_layers():
     }
 
 
-def conv_speed(rounds=6, calls=15, threads=2):
-    """Prints fp32 and int8_full milliseconds per call of each of `conv_layers`, interleaved by round."""
+def conv_speed(rounds=6, seconds=0.3, threads=2):
+    """Prints fp32 and int8_full milliseconds per call of each of `conv_layers` (`tflite_int8.speed`'s timing)."""
     print(f"| convolution (batch 1, {threads} threads) | XNNPACK partitions | fp32 ms | int8_full ms | speed-up |")
     print("|---|---|---|---|---|")
     for name, (shape, function) in conv_layers().items():
-        interpreters = {}
-        for flavour in ("fp32", "int8_full"):
-            interpreter = Interpreter(model_content=converted(function, flavour, shape), num_threads=threads)
-            interpreter.allocate_tensors()
-            (inputs,) = interpreter.get_input_details()
-            interpreter.set_tensor(inputs["index"], np.zeros(inputs["shape"], inputs["dtype"]))
-            for _ in range(3):
-                interpreter.invoke()
-            interpreters[flavour] = interpreter
-        partitions = {f: loaded_op_counts(i)["DELEGATE"] for f, i in interpreters.items()}
-        times = {flavour: [] for flavour in interpreters}
-        ratios = []
-        for _ in range(rounds):
-            medians = {}
-            for flavour, interpreter in interpreters.items():
-                own = []
-                for _ in range(calls):
-                    start = time.perf_counter()
-                    interpreter.invoke()
-                    own.append(time.perf_counter() - start)
-                times[flavour] += own
-                medians[flavour] = statistics.median(own)
-            ratios.append(medians["fp32"] / medians["int8_full"])
-        fp32, int8 = (statistics.median(times[f]) * 1e3 for f in ("fp32", "int8_full"))
-        print(f"| {name} | {partitions['fp32']} / {partitions['int8_full']} | {fp32:.2f} | {int8:.2f} | "
-              f"{statistics.median(ratios):.2f}x |", flush=True)
+        with tempfile.TemporaryDirectory() as folder:
+            files = {}
+            for flavour in ("fp32", "int8_full"):
+                files[flavour] = os.path.join(folder, f"{flavour}.tflite")
+                with open(files[flavour], "wb") as f:
+                    f.write(converted(function, flavour, shape))
+            partitions = {f: loaded_op_counts(tflite.load_interpreter(p, num_threads=1))["DELEGATE"] for f, p in files.items()}
+            rows = {row["flavour"]: row for row in tflite_int8.speed(files, shape, [1], [threads], rounds, seconds)}
+        fp32, int8 = rows["fp32"], rows["int8_full"]
+        print(f"| {name} | {partitions['fp32']} / {partitions['int8_full']} | {fp32['ms_per_invoke']:.2f} | "
+              f"{int8['ms_per_invoke']:.2f} | {int8['speedup_vs_fp32']:.2f}x |", flush=True)
 
 
 def main(argv=None):
