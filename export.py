@@ -96,6 +96,13 @@ _define(
     "Compile the model inside the signatures with XLA: faster on CPUs, but only for servers with XLA's JIT "
     "(tf.saved_model.load; TF Serving with --xla_cpu_compilation_enabled). Not with --tflite.",
 )
+_define(
+    "boolean",
+    "winograd",
+    None,
+    "Store the wide 3x3 convolutions' kernels in Winograd's F(2x2, 3x3) form (same outputs up to float32 "
+    "rounding; faster under XLA on CPUs). Default: on for --jit_compile exports with split grouped convolutions.",
+)
 
 
 def _load_cli():

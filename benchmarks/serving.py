@@ -11,7 +11,9 @@ Implementations (`--impl`, comma list):
 - `savedmodel`: the signature as exported (`python export.py`), as TF Serving
   would run it;
 - `savedmodel_xla`: exported with `export.py --jit_compile` (the folded
-  model inside the signatures compiled with XLA);
+  model inside the signatures compiled with XLA, its wide 3x3 convolutions
+  with their kernels stored in Winograd's form, as that export writes on a CPU);
+- `savedmodel_xla_direct`: the same with `--nowinograd` (direct 3x3 convolutions);
 - `savedmodel_native`: exported with `NFNET_GROUPED_CONV=native` (one grouped
   convolution per layer, the form for GPU servers) instead of the per-group
   convolutions an export on a CPU host writes;
@@ -49,7 +51,7 @@ import time
 import tf_allocator  # this folder's helper (a script's folder is on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMPLEMENTATIONS = ("savedmodel", "savedmodel_xla", "savedmodel_native", "onnxruntime")
+IMPLEMENTATIONS = ("savedmodel", "savedmodel_xla", "savedmodel_xla_direct", "savedmodel_native", "onnxruntime")
 PEER = "onnxruntime"
 
 
@@ -106,7 +108,7 @@ def export_worker(cfg):
     from nfnet_keras.export.savedmodel import build_archive
 
     model = nfnet_keras.NFNet(cfg["variant"], input_shape=(cfg["size"], cfg["size"], 3))
-    archive, _, _ = build_archive(model, jit_compile=cfg["jit_compile"])
+    archive, _, _ = build_archive(model, jit_compile=cfg["jit_compile"], winograd=cfg["winograd"])
     archive.write_out(cfg["path"], verbose=False)
     return {"exported": cfg["path"]}
 
@@ -151,8 +153,8 @@ def onnxruntime_worker(cfg):
     return {"versions": versions, "results": results}
 
 
-WORKERS = {"export": export_worker, "savedmodel": savedmodel_worker, "savedmodel_xla": savedmodel_worker,
-           "savedmodel_native": savedmodel_worker, "onnxruntime": onnxruntime_worker}
+WORKERS = {"export": export_worker, "onnxruntime": onnxruntime_worker,
+           **{impl: savedmodel_worker for impl in IMPLEMENTATIONS if impl.startswith("savedmodel")}}
 
 
 def run_worker(cfg, python=sys.executable):
@@ -185,12 +187,13 @@ def main(argv=None):
         if not impl.startswith("savedmodel"):
             continue
         grouped_conv = "native" if impl == "savedmodel_native" else "split"
-        jit_compile = impl == "savedmodel_xla"
+        jit_compile = impl.startswith("savedmodel_xla")
+        winograd = impl == "savedmodel_xla"  # what export.py --jit_compile writes on a CPU
         path = os.path.join(args.cache_dir, f"nfnet_{args.variant.lower()}_{size}_{grouped_conv}"
-                            f"{'_xla' if jit_compile else ''}_savedmodel")
+                            f"{'_xla' if jit_compile else ''}{'_winograd' if winograd else ''}_savedmodel")
         if not os.path.exists(path):
             exported = run_worker({**base, "impl": "export", "path": path, "grouped_conv": grouped_conv,
-                                   "jit_compile": jit_compile})
+                                   "jit_compile": jit_compile, "winograd": winograd})
             if "error" in exported:
                 print(f"error: exporting the SavedModel failed: {exported['error']}", file=sys.stderr)
                 return 1

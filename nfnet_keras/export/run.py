@@ -24,6 +24,7 @@ from nfnet_keras.checks import check_integer
 from nfnet_keras.export import savedmodel, versions
 from nfnet_keras.export import tflite as litert
 from nfnet_keras.export.model import ExportError, load_export_model, require_tensorflow_backend
+from nfnet_keras.models import folding
 from nfnet_keras.models.layers.ws_conv import grouped_conv_mode, grouped_conv_override
 from nfnet_keras.models.loading import predict_probabilities
 from nfnet_keras.preprocessing import prepare_images, preprocess_input
@@ -53,6 +54,7 @@ DEFAULTS = {
     "parity_count": 100,
     "grouped_conv": None,
     "jit_compile": False,
+    "winograd": None,
 }
 
 
@@ -99,6 +101,15 @@ def run(settings, print_fn=print):
         raise ExportError("--grouped_conv native is for GPU and TPU SavedModel servers; export the TFLite files without it")
     if settings["jit_compile"] and flavours:
         raise ExportError("--jit_compile is for SavedModel servers with XLA; export the TFLite files without it")
+    with grouped_conv_override(settings["grouped_conv"]):
+        grouped_conv = grouped_conv_mode()
+    winograd = settings["winograd"]
+    if winograd is None:  # where it is faster: XLA-compiled, grouped convs in the CPU form
+        winograd = bool(settings["jit_compile"]) and grouped_conv == "split"
+    elif winograd and not (settings["jit_compile"] and grouped_conv == "split"):
+        raise ExportError(
+            "--winograd is for XLA-compiled CPU servables: it needs --jit_compile and --grouped_conv split"
+        )
     _check_export_dir(settings["export_dir"])
     if "int8_full" in flavours:
         _check_folder(settings["representative_images"], "representative_images")
@@ -135,9 +146,8 @@ def run(settings, print_fn=print):
         # The convolutions are traced (in build_archive and write_out) in the form asked for.
         with grouped_conv_override(settings["grouped_conv"]):
             archive, folded, top_k = savedmodel.build_archive(model, top_k=settings["top_k"],
-                                                              jit_compile=settings["jit_compile"])
+                                                              jit_compile=settings["jit_compile"], winograd=winograd)
             archive.write_out(staged, verbose=False)
-            grouped_conv = grouped_conv_mode()
         timings["fold, trace and write the SavedModel"] = time.time() - step
         if "int8_full" in flavours:
             step = time.time()
@@ -163,6 +173,7 @@ def run(settings, print_fn=print):
         "resize": preprocessing.resize,
         "grouped_conv": grouped_conv,
         "jit_compile": bool(settings["jit_compile"]),
+        "winograd_convs": len(folding.winograd_convs(folded)),
         "num_classes": model.num_classes,
         "top_k": top_k,
         "version": version,
@@ -293,7 +304,9 @@ def format_summary(results):
         f"SavedModel (TF Serving version {results['version']}): {results['saved_model']['path']}  "
         f"{_megabytes(results['saved_model']['bytes'])}, grouped convolutions {results['grouped_conv']} "
         f"({_GROUPED_CONV_WORDS[results['grouped_conv']]})"
-        + (", XLA-compiled (needs a server with XLA's JIT)" if results["jit_compile"] else ""),
+        + (", XLA-compiled (needs a server with XLA's JIT)" if results["jit_compile"] else "")
+        + (f", {results['winograd_convs']} wide 3x3 convolutions by Winograd F(2x2, 3x3)"
+           if results.get("winograd_convs") else ""),
     ]
     signatures = results["saved_model"]["signatures"]
     for key in sorted(signatures, key=lambda k: (k != "serving_default", k)):

@@ -34,6 +34,10 @@ the folded model and its softmax are one XLA-compiled function that every
 endpoint calls (decoding and resizing stay plain TF ops): faster on CPUs
 (benchmarks/RESULTS.md), but only servers with XLA's JIT run it
 (`tf.saved_model.load`; TF Serving started with `--xla_cpu_compilation_enabled`).
+With `winograd=True` (what `export.py --jit_compile` chooses for CPU exports)
+the wide 3x3 convolutions are folded with their kernels in Winograd's
+transform domain (`fold_weight_standardization(model, winograd=True)`): about
+1.1x faster at batch 1 under XLA on a CPU, ~3x slower without XLA.
 `describe_signatures` reads the signatures back from `saved_model.pb`.
 """
 
@@ -51,7 +55,7 @@ from nfnet_keras.preprocessing import decode_image, eval_transform_tf, normalize
 __all__ = ["build_archive", "describe_signatures"]
 
 
-def build_archive(model, top_k=5, jit_compile=False):
+def build_archive(model, top_k=5, jit_compile=False, winograd=False):
     """Folds the model and defines the endpoints (see the module docstring).
 
     Args:
@@ -59,6 +63,7 @@ def build_archive(model, top_k=5, jit_compile=False):
         top_k: number of classes in the `top_k_*` outputs (at most the number
             of classes).
         jit_compile: compile the folded model and softmax with XLA.
+        winograd: fold the wide 3x3 convolutions into the Winograd form.
 
     Returns:
         `(archive, folded_model, k)`: a `keras.export.ExportArchive` ready for
@@ -68,7 +73,7 @@ def build_archive(model, top_k=5, jit_compile=False):
     k = min(check_integer(top_k, "--top_k", error=ExportError), model.num_classes)
     preprocessing = model.preprocessing
     size = preprocessing.image_size
-    folded = folding.fold_weight_standardization(model)
+    folded = folding.fold_weight_standardization(model, winograd=winograd)
     names = tf.constant(list(model.class_names), dtype=tf.string)
     logits = returns_logits(model)
 

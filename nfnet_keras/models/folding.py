@@ -9,6 +9,11 @@ kernel is `W_hat`, computed once, with the padding the conv had (TensorFlow's
 "SAME" for DeepMind's, timm's symmetric padding for timm's). Stochastic depth
 and dropout are already the identity at inference, so the folded model computes
 the same function with less work per call.
+
+`winograd=True` also stores the kernels of the wide 3x3 stride-1 convolutions
+of DeepMind's blocks in Winograd's transform domain (`WSConv2D(winograd=True)`,
+`nfnet_keras.models.layers.winograd`): the same function up to float32
+rounding, faster in XLA-compiled CPU servables (`export.py --jit_compile`).
 """
 
 import keras
@@ -16,9 +21,10 @@ import numpy as np
 from keras import ops
 
 from nfnet_keras.models.layers import NFBlock, NormFreeBlock, ScaledStdConv2D, WSConv2D, conv2d_symmetric
+from nfnet_keras.models.layers.winograd import winograd_filters
 from nfnet_keras.weights import loading
 
-__all__ = ["FoldedNormFreeBlock", "FoldedStdConv2D", "fold_weight_standardization"]
+__all__ = ["FoldedNormFreeBlock", "FoldedStdConv2D", "fold_weight_standardization", "winograd_convs"]
 
 # DeepMind's layers fold through their own `standardize=False`.
 _STANDARDIZED = ("WSConv2D", "NFBlock")
@@ -70,35 +76,51 @@ class FoldedNormFreeBlock(NormFreeBlock):
 _FOLDED_CLASSES = {"ScaledStdConv2D": FoldedStdConv2D, "NormFreeBlock": FoldedNormFreeBlock}
 
 
-def fold_weight_standardization(model):
+def fold_weight_standardization(model, winograd=False):
     """Returns an inference copy of `model` with weight standardisation folded in.
 
     Args:
         model: a model built by this package (any family, any head, any input
             size); a model that is already folded is copied as it is.
+        winograd: also store the kernels of the 3x3 convs of DeepMind's blocks
+            (`NFBlock`) that `winograd.winograd_applies` to in the transform
+            domain (`WSConv2D(winograd=True)`); for XLA-compiled CPU servables.
 
     Returns:
         A new `keras.Model` with the same layer names and outputs; its convs have
-        `kernel` (= the standardised kernel) and `bias`, and no `gain`.
+        `kernel` (= the standardised kernel) or, in the Winograd form,
+        `winograd_kernel`, and `bias`, and no `gain`.
     """
     config = model.get_config()
-    _to_inference_form(config)
+    _to_inference_form(config, winograd)
     folded = keras.Model.from_config(config)
     arrays = {key: np.asarray(keras.ops.convert_to_numpy(v)) for key, v in loading.model_weights(model).items()}
-    for prefix, conv in _standardized_convs(model):
-        arrays[f"{prefix}/kernel"] = np.asarray(keras.ops.convert_to_numpy(conv.standardized_kernel()))
-        del arrays[f"{prefix}/gain"]
+    for prefix, conv in _convs(model):
+        if _standardizes(conv):
+            arrays[f"{prefix}/kernel"] = np.asarray(keras.ops.convert_to_numpy(conv.standardized_kernel()))
+            del arrays[f"{prefix}/gain"]
+    for prefix, conv in _convs(folded):
+        if getattr(conv, "winograd", False) and f"{prefix}/kernel" in arrays:  # absent: already in this form
+            filters = winograd_filters(arrays.pop(f"{prefix}/kernel"), conv.groups)
+            arrays[f"{prefix}/winograd_kernel"] = np.asarray(keras.ops.convert_to_numpy(filters))
     loading.assign_weights(folded, arrays, f"model '{model.name}' (folded)")
     return folded
 
 
-def _to_inference_form(node):
+def winograd_convs(model):
+    """Weight-key prefixes (`nf_block_3/conv1b`) of the model's convs in the Winograd form."""
+    return [prefix for prefix, conv in _convs(model) if getattr(conv, "winograd", False)]
+
+
+def _to_inference_form(node, winograd):
     """Rewrites a functional config in place: every standardised conv or block in its folded form."""
     if isinstance(node, dict):
         config = node.get("config")
         class_name = node.get("class_name")
         if isinstance(config, dict) and class_name in _STANDARDIZED:
             config["standardize"] = False
+            if winograd and class_name == "NFBlock":
+                config["winograd"] = True
         elif isinstance(config, dict) and class_name in _FOLDED_CLASSES:
             folded = _FOLDED_CLASSES[class_name]
             node.update(
@@ -107,25 +129,24 @@ def _to_inference_form(node):
                 registered_name=keras.saving.get_registered_name(folded),
             )
         for value in node.values():
-            _to_inference_form(value)
+            _to_inference_form(value, winograd)
     elif isinstance(node, list):
         for value in node:
-            _to_inference_form(value)
+            _to_inference_form(value, winograd)
 
 
-def _standardized_convs(model):
-    """`(weight-key prefix, layer)` for every conv of the model that standardises its kernel."""
+def _convs(model):
+    """`(weight-key prefix, layer)` for every top-level layer and every conv inside the model's blocks."""
     for layer in model.layers:
         if isinstance(layer, NFBlock):
             convs = layer.convs()
         elif isinstance(layer, NormFreeBlock):
             convs = [getattr(layer, attribute) for attribute in NORM_FREE_BLOCK_CONVS]
         else:
-            if _standardizes(layer):
-                yield layer.name, layer
+            yield layer.name, layer
             continue
         for conv in convs:
-            if _standardizes(conv):
+            if conv is not None:
                 yield f"{layer.name}/{conv.name}", conv
 
 

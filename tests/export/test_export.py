@@ -45,7 +45,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _nano(seed):
+def _nano(seed, **architecture):
     keras.utils.set_random_seed(seed)
     model = nfnet_keras.NFNet(
         "nano",
@@ -55,6 +55,7 @@ def _nano(seed):
         stochdepth_rate=0.5,
         drop_rate=0.3,
         seed=seed,
+        **architecture,
     )
     rng = np.random.default_rng(seed)
     for key, variable in loading.model_weights(model).items():
@@ -410,11 +411,48 @@ def test_jit_compile_writes_an_xla_compiled_model_with_the_same_outputs(run_dir,
         settings = _settings(run_dir, tmp_path, name=f"nfnet_jit_{jit_compile}", ema=False, jit_compile=jit_compile)
         results = export_lib.run(settings, print_fn=lambda line: None)
         assert results["jit_compile"] is jit_compile
+        assert results["winograd_convs"] == 0  # nano's 16-channel groups stay direct
         paths[jit_compile] = results["saved_model"]["path"]
         served = tf.saved_model.load(paths[jit_compile]).signatures["predict_pixels"](pixels=reference["pixels"])
         np.testing.assert_allclose(served["probabilities"].numpy(), reference["raw"], atol=1e-5)
     assert _xla_compiled_calls(paths[False]) == 0
     assert _xla_compiled_calls(paths[True]) >= 1
+
+
+@pytest.fixture(scope="module")
+def wide_run_dir(tmp_path_factory):
+    """A run directory like `run_dir`'s with nano widened to 128-channel groups, where Winograd applies."""
+    directory = tmp_path_factory.mktemp("wide_run")
+    model = _nano(3, widths=(256, 256, 256, 256), group_width=128)
+    model.save(directory / MODEL_FILE)
+    _, encoded = litert.encoded_images(None, 20, split="test")
+    reference = {
+        "pixels": litert.eval_pixels(encoded, NANO),
+        "raw": _softmax(model.predict(nfnet_keras.prepare_images(encoded, model), verbose=0)),
+    }
+    return directory, reference
+
+
+@pytest.mark.parametrize("winograd", [None, False], ids=["cpu-default", "off"])
+def test_jit_compile_export_on_a_cpu_stores_winograd_kernels_unless_told_not_to(wide_run_dir, tmp_path, winograd):
+    import tensorflow as tf  # noqa: PLC0415
+
+    _, reference = wide_run_dir
+    settings = _settings(wide_run_dir, tmp_path, ema=False, jit_compile=True, winograd=winograd, grouped_conv="split")
+    results = export_lib.run(settings, print_fn=lambda line: None)
+    assert results["winograd_convs"] == (5 if winograd is None else 0)  # conv1 of stage 1 and every conv1b
+    assert ("5 wide 3x3 convolutions by Winograd" in "\n".join(export_lib.format_summary(results))) is (winograd is None)
+    served = tf.saved_model.load(results["saved_model"]["path"]).signatures["predict_pixels"](pixels=reference["pixels"])
+    np.testing.assert_allclose(served["probabilities"].numpy(), reference["raw"], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"jit_compile": False}, {"jit_compile": True, "grouped_conv": "native"}], ids=["no-xla", "native"]
+)
+def test_winograd_outside_xla_compiled_cpu_exports_is_refused(run_dir, tmp_path, overrides):
+    with pytest.raises(ExportError, match="--winograd is for XLA-compiled CPU servables"):
+        export_lib.run(_settings(run_dir, tmp_path, winograd=True, **overrides))
+    assert not (tmp_path / "exports").exists()
 
 
 def test_jit_compile_with_tflite_files_is_refused(run_dir, tmp_path):

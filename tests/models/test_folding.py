@@ -57,6 +57,46 @@ def test_folded_model_has_no_gains_and_plain_kernels():
     )
 
 
+def _perturbed_wide_nano(**kwargs):
+    """nano with 128-channel groups, so that its 3x3 convs take the Winograd form."""
+    return _perturbed_nano(widths=(256, 256, 256, 256), group_width=128, **kwargs)
+
+
+def test_winograd_folding_computes_the_same_function():
+    model = _perturbed_wide_nano()
+    folded = fold_weight_standardization(model, winograd=True)
+    x = np.random.default_rng(1).standard_normal((2, 45, 37, 3)).astype(np.float32)
+    assert relative_error(folded(x, training=False), np.asarray(model(x, training=False))) <= 1e-5
+
+
+def test_winograd_folding_stores_the_stride_1_3x3_kernels_transformed():
+    folded = fold_weight_standardization(_perturbed_wide_nano(), winograd=True)
+    keys = set(loading.model_weights(folded))
+    # Stage 1 starts at stride 1, so its conv1 qualifies; the other stages' first blocks stride.
+    assert sorted(k for k in keys if k.endswith("winograd_kernel")) == [
+        "nf_block_0/conv1/winograd_kernel",
+        "nf_block_0/conv1b/winograd_kernel",
+        "nf_block_1/conv1b/winograd_kernel",
+        "nf_block_2/conv1b/winograd_kernel",
+        "nf_block_3/conv1b/winograd_kernel",
+    ]
+    assert "nf_block_1/conv1/kernel" in keys
+
+
+def test_winograd_folding_leaves_narrow_groups_direct():
+    folded = fold_weight_standardization(_perturbed_nano(), winograd=True)
+    assert not any(key.endswith("winograd_kernel") for key in loading.model_weights(folded))
+
+
+def test_winograd_folded_model_round_trips_through_keras_saving(tmp_path):
+    folded = fold_weight_standardization(_perturbed_wide_nano(include_top=False, pooling="avg"), winograd=True)
+    path = str(tmp_path / "folded.keras")
+    folded.save(path)
+    reloaded = keras.saving.load_model(path)
+    x = np.random.default_rng(2).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(reloaded(x)), np.asarray(folded(x)))
+
+
 @pytest.mark.parametrize("build", [_perturbed_nano, perturbed_small_timm], ids=["nano", "timm"])
 def test_folded_model_round_trips_through_keras_saving(tmp_path, build):
     folded = fold_weight_standardization(build(include_top=False, pooling="avg"))

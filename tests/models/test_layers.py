@@ -368,6 +368,32 @@ def test_wsconv_input_channels_not_divisible_by_groups_raise_value_error():
         layer.build((None, 8, 8, 3))
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"standardize": True}, {"standardize": False, "kernel_size": 1}, {"standardize": False, "strides": 2}],
+    ids=["standardized", "1x1", "stride-2"],
+)
+def test_wsconv_winograd_form_refuses_what_is_not_a_folded_stride_1_3x3(kwargs):
+    kwargs = {"kernel_size": 3, **kwargs}
+    with pytest.raises(ValueError, match="winograd=True is a folded form"):
+        WSConv2D(128, winograd=True, **kwargs)
+
+
+def test_wsconv_winograd_form_refuses_groups_narrower_than_128_channels():
+    layer = WSConv2D(128, 3, groups=2, standardize=False, winograd=True)
+    with pytest.raises(ValueError, match="at least 128 input channels"):
+        layer.build((None, 8, 8, 128))
+
+
+def test_wsconv_winograd_form_stores_its_kernel_transformed_and_keeps_the_config():
+    layer = WSConv2D(256, 3, groups=2, standardize=False, winograd=True)
+    layer.build((None, 8, 8, 256))
+    assert [v.path.split("/")[-1] for v in layer.weights] == ["winograd_kernel", "bias"]
+    assert tuple(layer.winograd_kernel.shape) == (32, 128, 128)
+    assert layer.fan_in == 9 * 128
+    assert WSConv2D.from_config(layer.get_config()).winograd
+
+
 # --------------------------------------------------------------------------------------
 # ScaledActivation
 # --------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from keras import ops
 from nfnet_keras.models.layers.activations import ScaledActivation
 from nfnet_keras.models.layers.squeeze_excite import SqueezeExcite
 from nfnet_keras.models.layers.stochastic_depth import StochasticDepth
+from nfnet_keras.models.layers.winograd import winograd_applies
 from nfnet_keras.models.layers.ws_conv import WSConv2D
 
 
@@ -86,6 +87,9 @@ class NFBlock(keras.layers.Layer):
         skip_gain_init: initial skip gain (0 as in the reference).
         seed: optional seed for stochastic depth.
         standardize: False builds the convs in their folded inference form.
+        winograd: with `standardize=False`, the 3x3 convs that
+            `winograd.winograd_applies` to (stride 1, groups of at least 128
+            channels) in their Winograd inference form (`WSConv2D(winograd=True)`).
         remat: recompute the residual branch in the backward pass instead of
             keeping its activations (`keras.remat`): less training memory for
             one more forward pass of the branch.  Stochastic depth stays
@@ -113,6 +117,7 @@ class NFBlock(keras.layers.Layer):
         seed=None,
         standardize=True,
         remat=False,
+        winograd=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -138,6 +143,9 @@ class NFBlock(keras.layers.Layer):
         self.seed = seed
         self.standardize = bool(standardize)
         self.remat = bool(remat)
+        self.winograd = bool(winograd)
+        if self.winograd and self.standardize:
+            raise ValueError("winograd=True is an inference form of the folded convs: it needs standardize=False")
         ws = {"standardize": self.standardize}
 
         self.mid_channels, self.groups = bottleneck_width(
@@ -148,9 +156,19 @@ class NFBlock(keras.layers.Layer):
         # One activation instance serves every position: it holds no state.
         self.act = ScaledActivation(activation, name="act")
         self.conv0 = WSConv2D(self.mid_channels, 1, name="conv0", **ws)
-        self.conv1 = WSConv2D(self.mid_channels, 3, strides=self.stride, groups=self.groups, name="conv1", **ws)
+        per_group = self.mid_channels // self.groups
+
+        def winograd_3x3(stride):
+            return self.winograd and winograd_applies((3, 3), (stride, stride), per_group)
+
+        self.conv1 = WSConv2D(
+            self.mid_channels, 3, strides=self.stride, groups=self.groups, name="conv1",
+            winograd=winograd_3x3(self.stride), **ws,
+        )
         self.conv1b = (
-            WSConv2D(self.mid_channels, 3, groups=self.groups, name="conv1b", **ws) if self.use_two_convs else None
+            WSConv2D(self.mid_channels, 3, groups=self.groups, name="conv1b", winograd=winograd_3x3(1), **ws)
+            if self.use_two_convs
+            else None
         )
         self.conv2 = WSConv2D(self.out_channels, 1, name="conv2", **ws)
         pooled = self.stride > 1 and self.downsample == "avg_pool"
@@ -266,6 +284,7 @@ class NFBlock(keras.layers.Layer):
                 "downsample": self.downsample,
                 "seed": self.seed,
                 "standardize": self.standardize,
+                "winograd": self.winograd,
                 "remat": self.remat,
             }
         )

@@ -8,6 +8,8 @@ import os
 import keras
 from keras import ops
 
+from nfnet_keras.models.layers.winograd import MIN_CHANNELS_PER_GROUP, winograd_applies, winograd_conv3x3
+
 GROUPED_CONV_MODES = ("auto", "native", "split")
 
 
@@ -135,23 +137,63 @@ class WSConv2D(StandardizedConv2D):
         groups: number of channel groups (grouped convolution).
         eps: floor under `fan_in * var`.
         standardize: False for the folded inference form (see above).
+        winograd: with `standardize=False`, the folded form of a 3x3 stride-1
+            convolution with groups of at least `MIN_CHANNELS_PER_GROUP` input
+            channels, its kernel stored in Winograd's transform domain
+            (`winograd_kernel`, `[16 * groups, in/groups, filters/groups]`) and
+            computed by F(2x2, 3x3): faster under XLA on CPUs
+            (`nfnet_keras.models.layers.winograd`). `fold_weight_standardization(model,
+            winograd=True)` builds it.
         kernel_initializer, bias_initializer, gain_initializer: initialisers.
     """
 
-    def __init__(self, filters, kernel_size, strides=1, groups=1, eps=1e-4, standardize=True, **kwargs):
+    def __init__(self, filters, kernel_size, strides=1, groups=1, eps=1e-4, standardize=True, winograd=False, **kwargs):
         super().__init__(filters, kernel_size, strides=strides, groups=groups, eps=eps, **kwargs)
         self.standardize = bool(standardize)
+        self.winograd = bool(winograd)
+        if self.winograd and (self.standardize or not winograd_applies(self.kernel_size, self.strides, math.inf)):
+            raise ValueError(
+                f"{self.name}: winograd=True is a folded form (standardize=False) of 3x3 stride-1 convolutions, "
+                f"got standardize={self.standardize}, kernel_size={self.kernel_size}, strides={self.strides}"
+            )
 
     def build(self, input_shape):
-        # The standardisation reads the float32 master kernel; the folded form is a plain kernel.
-        self.add_kernel(input_shape, autocast=not self.standardize)
         self.gain = None
+        if self.winograd:
+            self.add_winograd_kernel(input_shape)
+        else:
+            # The standardisation reads the float32 master kernel; the folded form is a plain kernel.
+            self.add_kernel(input_shape, autocast=not self.standardize)
         if self.standardize:
             self.add_gain()
         self.add_bias()
 
+    def add_winograd_kernel(self, input_shape):
+        """Adds `winograd_kernel`, the folded kernel in the transform domain (`winograd.winograd_filters`)."""
+        in_channels = input_shape[-1]
+        if in_channels is None or in_channels % self.groups or in_channels // self.groups < MIN_CHANNELS_PER_GROUP:
+            raise ValueError(
+                f"{self.name}: winograd=True needs groups of at least {MIN_CHANNELS_PER_GROUP} input channels, "
+                f"got {in_channels} channels in {self.groups} groups"
+            )
+        self.kernel = None
+        self.winograd_kernel = self.add_weight(
+            name="winograd_kernel",
+            shape=(16 * self.groups, in_channels // self.groups, self.filters // self.groups),
+            initializer="zeros",  # always assigned from a folded kernel
+            autocast=True,
+        )
+
+    @property
+    def fan_in(self):
+        if self.winograd:
+            return math.prod(self.kernel_size) * self.winograd_kernel.shape[1]
+        return super().fan_in
+
     def standardized_kernel(self):
         """The float32 kernel `W_hat` the convolution uses (what export folds in)."""
+        if self.winograd:
+            raise ValueError(f"{self.name}: the Winograd form stores its kernel transformed, not as a 3x3 kernel")
         if not self.standardize:
             return ops.cast(ops.convert_to_tensor(self.kernel), "float32")
         kernel, mean, var = self.kernel_moments()
@@ -159,6 +201,8 @@ class WSConv2D(StandardizedConv2D):
         return kernel * scale - mean * scale
 
     def call(self, inputs):
+        if self.winograd:
+            return winograd_conv3x3(inputs, self.winograd_kernel, self.groups, "same") + self.bias
         kernel = self.kernel if not self.standardize else ops.cast(self.standardized_kernel(), self.compute_dtype)
         return conv2d_same(inputs, kernel, self.strides, self.groups) + self.bias
 
@@ -176,7 +220,7 @@ class WSConv2D(StandardizedConv2D):
         return macs, (out_h, out_w)
 
     def get_config(self):
-        return {**super().get_config(), "standardize": self.standardize}
+        return {**super().get_config(), "standardize": self.standardize, "winograd": self.winograd}
 
 
 def conv2d_same(inputs, kernel, strides, groups):
