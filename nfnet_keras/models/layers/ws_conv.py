@@ -58,16 +58,20 @@ class StandardizedConv2D(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.gain_initializer = keras.initializers.get(gain_initializer)
 
-    def add_kernel(self, input_shape, autocast=False):
-        """Checks the input channels and adds `kernel` (kh, kw, in/groups, filters); float32 unless `autocast`."""
+    def channels_per_group(self, input_shape):
+        """Input channels per group, checked: the channel dimension is known and divisible by `groups`."""
         in_channels = input_shape[-1]
         if in_channels is None:
             raise ValueError(f"{self.name}: the channel dimension of the input must be known")
         if in_channels % self.groups:
             raise ValueError(f"{self.name}: input channels {in_channels} are not divisible by groups={self.groups}")
+        return in_channels // self.groups
+
+    def add_kernel(self, input_shape, autocast=False):
+        """Checks the input channels and adds `kernel` (kh, kw, in/groups, filters); float32 unless `autocast`."""
         self.kernel = self.add_weight(
             name="kernel",
-            shape=self.kernel_size + (in_channels // self.groups, self.filters),
+            shape=self.kernel_size + (self.channels_per_group(input_shape), self.filters),
             initializer=self.kernel_initializer,
             autocast=autocast,
         )
@@ -170,16 +174,16 @@ class WSConv2D(StandardizedConv2D):
 
     def add_winograd_kernel(self, input_shape):
         """Adds `winograd_kernel`, the folded kernel in the transform domain (`winograd.winograd_filters`)."""
-        in_channels = input_shape[-1]
-        if in_channels is None or in_channels % self.groups or in_channels // self.groups < MIN_CHANNELS_PER_GROUP:
+        per_group = self.channels_per_group(input_shape)
+        if not winograd_applies(self.kernel_size, self.strides, per_group):
             raise ValueError(
                 f"{self.name}: winograd=True needs groups of at least {MIN_CHANNELS_PER_GROUP} input channels, "
-                f"got {in_channels} channels in {self.groups} groups"
+                f"got {per_group} channels in each of {self.groups} groups"
             )
         self.kernel = None
         self.winograd_kernel = self.add_weight(
             name="winograd_kernel",
-            shape=(16 * self.groups, in_channels // self.groups, self.filters // self.groups),
+            shape=(16 * self.groups, per_group, self.filters // self.groups),
             initializer="zeros",  # always assigned from a folded kernel
             autocast=True,
         )
