@@ -35,8 +35,8 @@ JSON is rewritten after every section, so a run stopped from outside still
 leaves what it measured; a section that fails records its error text and the
 run goes on; sections not reached within `--time_budget` are recorded as
 skipped. Order of work: 1, 2, 3, 4 eager, 4 compiled channels-last, 5, then 4
-compiled NCHW (on the H200, 2026-12-04, everything but that last row took
-about 455 s; benchmarks/RESULTS.md).
+compiled NCHW (by the section times measured on the H200 on 2026-12-04,
+everything but that last row needs about 455 s; benchmarks/RESULTS.md).
 
 On the lent machine (no TensorFlow, no Keras; Keras travels as wheels, see
 ../shared/device/README.md):
