@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from support import REPO_ROOT
-from support.subprocesses import child_env
+from support.subprocesses import child_env, stderr_lines
 
 from nfnet_keras import cli
 
@@ -140,7 +140,7 @@ def _run(script, args, cwd, **env):
 
 def _error_line(result):
     """The one stderr line of a command that failed with a user error (status 1, no traceback)."""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = stderr_lines(result.stderr)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert len(lines) == 1, result.stderr[-3000:]

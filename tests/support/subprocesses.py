@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -9,6 +10,23 @@ import sys
 import keras
 
 from support import REPO_ROOT, SCRIPTS_DIR, TESTS_DIR
+
+# What TensorFlow 2.21 itself writes to stderr as it loads on CPUs where oneDNN is on by default
+# (seen on an EPYC with AVX-512 VNNI), whatever TF_CPP_MIN_LOG_LEVEL says: absl's preface and the
+# oneDNN notice, each once per TensorFlow library. Only `TF_ENABLE_ONEDNN_OPTS=0` silences them.
+_TENSORFLOW_LOAD_NOTICES = (
+    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
+    re.compile(r"^I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\."),
+)
+
+
+def stderr_lines(stderr):
+    """The non-blank lines of a child's stderr, less TensorFlow's own load-time notices."""
+    return [
+        line
+        for line in stderr.splitlines()
+        if line.strip() and not any(notice.match(line) for notice in _TENSORFLOW_LOAD_NOTICES)
+    ]
 
 
 def child_env(backend, host_devices=None):

@@ -26,6 +26,7 @@ from nfnet_keras.weights.run_directory import (
     RunDirectory,
 )
 from support import REPO_ROOT as ROOT
+from support.subprocesses import stderr_lines
 
 # 5 steps in checkpoint chunks of 2, 2 and 1; evaluation at 36 px, not the variant's 32.
 STEPS = 5
@@ -221,7 +222,7 @@ def test_model_dir_holding_a_run_with_other_training_flags_is_refused_naming_the
     result = _train(run.path, "--seed=4", timeout=300)
     assert result.returncode == 1
     assert "holds a different run" in result.stderr and "seed" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(stderr_lines(result.stderr)) == 1
 
 
 def _files(directory):
@@ -252,7 +253,7 @@ def test_model_dir_that_is_a_file_is_refused_in_one_line(tmp_path):
     path.write_text("not a directory")
     result = _train(path, timeout=300)
     assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
+    lines = stderr_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("error:") and str(path) in lines[0]
 
 
