@@ -103,10 +103,10 @@ def run(settings, print_fn=print):
         raise ExportError("--jit_compile is for SavedModel servers with XLA; export the TFLite files without it")
     with grouped_conv_override(settings["grouped_conv"]):
         grouped_conv = grouped_conv_mode()
-    winograd = settings["winograd"]
-    if winograd is None:  # where it is faster: XLA-compiled, grouped convs in the CPU form
-        winograd = bool(settings["jit_compile"]) and grouped_conv == "split"
-    elif winograd and not (settings["jit_compile"] and grouped_conv == "split"):
+    # Winograd pays where the servable is XLA-compiled with the grouped convs in the CPU form.
+    winograd_suits = bool(settings["jit_compile"]) and grouped_conv == "split"
+    winograd = winograd_suits if settings["winograd"] is None else bool(settings["winograd"])
+    if winograd and not winograd_suits:
         raise ExportError(
             "--winograd is for XLA-compiled CPU servables: it needs --jit_compile and --grouped_conv split"
         )

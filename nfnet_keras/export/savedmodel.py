@@ -37,7 +37,7 @@ endpoint calls (decoding and resizing stay plain TF ops): faster on CPUs
 With `winograd=True` (what `export.py --jit_compile` chooses for CPU exports)
 the wide 3x3 convolutions are folded with their kernels in Winograd's
 transform domain (`fold_weight_standardization(model, winograd=True)`): about
-1.1x faster at batch 1 under XLA on a CPU, ~3x slower without XLA.
+1.1x faster at batch 1 under XLA on a CPU, 3-4x slower without XLA.
 `describe_signatures` reads the signatures back from `saved_model.pb`.
 """
 

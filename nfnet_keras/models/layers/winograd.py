@@ -17,7 +17,7 @@ what the products save. So it is an inference form of folded convolutions
 (`WSConv2D(winograd=True)`), which `fold_weight_standardization(model,
 winograd=True)` writes and `export.py --jit_compile` uses on CPU exports;
 training always uses the direct convolution. Outside XLA (each slice and
-addition its own op) it is ~3x slower, and GPU libraries choose their own
+addition its own op) it is 3-4x slower, and GPU libraries choose their own
 algorithms.
 
 Plain `keras.ops`, so the same code runs on every backend.
