@@ -8,7 +8,13 @@ one process:
   images, the evaluation transform of the model) against the `fp32` file's,
   which `export.py`'s parity table shows agrees with the Keras model on all of
   them (its table is printed too). A disagreement where the file's two largest
-  outputs are equal (an int8 output has 256 levels) is counted as a tie.
+  outputs are equal (an int8 output has 256 levels) is counted as a tie;
+  disagreements are also counted by how close fp32's top two classes are (its
+  logit margin). With `--nearest` (the default) the same for `int8` and
+  `int8_full` converted from the exported SavedModel, whose kernels the
+  converter rounds to the nearest int8 level: the comparison for
+  `export.py`'s own files, whose kernels are on that grid with their sums kept
+  (`nfnet_keras.export.int8_weights`).
 * speed: the LiteRT interpreter (`ai_edge_litert`) at each batch size and
   thread count, every flavour timed in turn within each round (fp32, int8,
   int8_full, fp32, ...) so that the machine's load falls on all alike; medians
@@ -70,23 +76,53 @@ def export(model, output_dir, representative_count, parity_count, flavours=FLAVO
     return files, parity, time.perf_counter() - start
 
 
+#: Edges of the buckets of the reference's top-1 logit margin, `log p1 - log p2`, for the disagreements.
+MARGIN_EDGES = (0.0, 0.01, 0.03, 0.1, 0.3, np.inf)
+
+
+def nearest_rounded(saved_model_dir, output_dir, pixels):
+    """The export's int8 flavours converted from its own SavedModel: weights rounded to nearest (the comparison).
+
+    `export.py` converts `int8` and `int8_full` from a copy whose kernels are on
+    the int8 grid with their sums kept (`nfnet_keras.export.int8_weights`);
+    the SavedModel it writes has the float kernels, which the converter rounds
+    to the nearest level. `pixels`: the calibration images of `int8_full`.
+    """
+    from nfnet_keras.export import tflite  # noqa: PLC0415
+
+    files = {}
+    for flavour in tflite.INT8_FLAVOURS:
+        path = os.path.join(output_dir, f"nearest_{flavour}.tflite")
+        with open(path, "wb") as handle:
+            handle.write(tflite.convert(saved_model_dir, flavour, pixels if flavour == "int8_full" else None))
+        files[f"{flavour} (nearest)"] = path
+    return files
+
+
 def agreement(files, pixels, reference="fp32"):
-    """Top-1 agreement of each file with `reference`'s, and how many disagreements are ties in the file's output."""
+    """Each file against `reference`: top-1 agreement, ties, errors, disagreements by the reference's margin."""
     from nfnet_keras.export import tflite  # noqa: PLC0415
 
     outputs = {name: tflite.run(path, pixels, batch_size=50) for name, path in files.items()}
     truth = np.argmax(outputs[reference], -1)
+    top_two = np.sort(outputs[reference], -1)[:, -2:]
+    margin = np.log(top_two[:, 1]) - np.log(np.maximum(top_two[:, 0], 1e-30))
+    buckets = list(zip(MARGIN_EDGES[:-1], MARGIN_EDGES[1:], strict=True))
     rows = {}
     for name, probabilities in outputs.items():
         top = np.argmax(probabilities, -1)
         ordered = np.sort(probabilities, -1)
         tied = ordered[:, -1] == ordered[:, -2]
         differ = top != truth
+        error = probabilities - outputs[reference]
         rows[name] = {
             "agreement": float(np.mean(~differ)),
             "disagreements": int(differ.sum()),
             "of_which_ties": int((differ & tied).sum()),
-            "max_abs_diff": float(np.max(np.abs(probabilities - outputs[reference]))),
+            "max_abs_diff": float(np.max(np.abs(error))),
+            "rms_diff": float(np.sqrt(np.mean(np.square(error)))),
+            "disagreements_by_margin": [int(np.sum(differ & (margin >= lo) & (margin < hi))) for lo, hi in buckets],
+            "images_by_margin": [int(np.sum((margin >= lo) & (margin < hi))) for lo, hi in buckets],
         }
     return rows
 
@@ -156,9 +192,13 @@ def main(argv=None):
     parser.add_argument("--reuse", action="store_true", help="use the files of an earlier run in --output_dir")
     parser.add_argument("--agreement", action=argparse.BooleanOptionalAction, default=True,
                         help="top-1 agreement on the CIFAR-10 test images (--no-agreement: speed only)")
+    parser.add_argument("--nearest", action=argparse.BooleanOptionalAction, default=True,
+                        help="also agreement of the int8 flavours with weights rounded to nearest (the converter's "
+                             "own rounding, from the exported SavedModel), for comparison")
     args = parser.parse_args(argv)
 
     from nfnet_keras.export import tflite  # noqa: PLC0415
+    from nfnet_keras.models.loading import load_model  # noqa: PLC0415
 
     load_before = os.getloadavg()
     records = []
@@ -179,16 +219,22 @@ def main(argv=None):
         if not args.agreement:
             continue
         if pixels is None:  # the model's own evaluation transform of the parity images
-            from nfnet_keras.models.loading import load_model  # noqa: PLC0415
-
             _, encoded = tflite.encoded_images(None, args.parity_count, split="test")
             pixels = tflite.eval_pixels(encoded, load_model(args.model).model.preprocessing)
-        rows = agreement(files, pixels)
+        compared = dict(files)
+        if args.nearest:
+            saved_model = glob.glob(os.path.join(out, "*", "1", "saved_model.pb"))[0]
+            calibration = tflite.representative_pixels(load_model(args.model).model.preprocessing, count=count)
+            compared.update(nearest_rounded(os.path.dirname(saved_model), out, calibration))
+        rows = agreement(compared, pixels)
         print(f"calibration on {count} images (export {seconds:.0f} s); export.py parity vs Keras: {parity}")
+        print(f"  disagreements by fp32's top-1 logit margin, buckets {MARGIN_EDGES}; images in each: "
+              f"{rows['fp32']['images_by_margin']}")
         for name, row in rows.items():
-            print(f"  {name:>9s}: top-1 agreement with fp32 {100 * row['agreement']:.1f} % "
-                  f"({row['disagreements']} differ, {row['of_which_ties']} of them ties); "
-                  f"max |p - p_fp32| {row['max_abs_diff']:.3g}")
+            print(f"  {name:>19s}: top-1 agreement with fp32 {100 * row['agreement']:.1f} % "
+                  f"({row['disagreements']} differ, {row['of_which_ties']} of them ties; by margin "
+                  f"{row['disagreements_by_margin']}); |p - p_fp32| max {row['max_abs_diff']:.3g}, "
+                  f"RMS {row['rms_diff']:.3g}")
             records.append({"benchmark": "tflite_int8_agreement", "representative_count": count, "flavour": name,
                             "images": len(pixels), "image_size": int(size), **row,
                             "export_parity_vs_keras": parity.get(f"TFLite {name}")})

@@ -3,6 +3,7 @@
 - `model`: the model to export (loaded like the predict command's), float32.
 - `savedmodel`: the serving graph and its signatures.
 - `tflite`: TFLite conversion, calibration images, running with LiteRT.
+- `int8_weights`: kernels on TFLite's int8 grid with their sums kept (the int8 files' source).
 - `versions`: TF Serving's version directories, written atomically.
 - `run`: the whole export with its summary and parity table.
 

@@ -5,7 +5,9 @@
 
 - `<export_dir>/<name>/<version>/`: the SavedModel (`nfnet_keras.export.savedmodel`),
 - `<export_dir>/<name>_tflite/<version>/<name>_<flavour>.tflite` for each
-  requested TFLite flavour (`nfnet_keras.export.tflite`),
+  requested TFLite flavour (`nfnet_keras.export.tflite`; `int8` and `int8_full` from a
+  temporary second SavedModel whose kernels are on the int8 grid with their sums kept,
+  `nfnet_keras.export.int8_weights`),
 
 each through a staging directory renamed into place at the end
 (`nfnet_keras.export.versions`), prints what it
@@ -14,7 +16,9 @@ took) and a parity table against the Keras model on real images, and returns
 the same as a dict. TensorFlow backend only.
 """
 
+import contextlib
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -140,7 +144,7 @@ def run(settings, print_fn=print):
     targets = [saved_model_dir] + ([tflite_dir] if flavours else [])
 
     tflite_files = {}
-    with versions.VersionWriter(targets, overwrite=settings["overwrite"]) as writer:
+    with versions.VersionWriter(targets, overwrite=settings["overwrite"]) as writer, contextlib.ExitStack() as stack:
         step = time.time()
         staged = writer.staging(saved_model_dir)
         # The convolutions are traced (in build_archive and write_out) in the form asked for.
@@ -157,9 +161,18 @@ def run(settings, print_fn=print):
                 count=settings["representative_count"],
             )
             timings[f"read {len(calibration)} representative images"] = time.time() - step
+        int8_source = None
+        if any(flavour in litert.INT8_FLAVOURS for flavour in flavours):
+            step = time.time()
+            int8_source = os.path.join(stack.enter_context(tempfile.TemporaryDirectory()), "int8_source")
+            with grouped_conv_override(settings["grouped_conv"]):
+                int8_archive, _, _ = savedmodel.build_archive(model, top_k=settings["top_k"], int8_grid=True)
+                int8_archive.write_out(int8_source, verbose=False)
+            timings["kernels on the int8 grid, trace and write the int8 source"] = time.time() - step
         for flavour in flavours:
             step = time.time()
-            contents = litert.convert(staged, flavour, calibration if flavour == "int8_full" else None)
+            source = int8_source if flavour in litert.INT8_FLAVOURS else staged
+            contents = litert.convert(source, flavour, calibration if flavour == "int8_full" else None)
             file_name = f"{name}_{flavour}.tflite"
             with open(os.path.join(writer.staging(tflite_dir), file_name), "wb") as handle:
                 handle.write(contents)

@@ -47,6 +47,7 @@ import keras
 import tensorflow as tf
 
 from nfnet_keras.checks import check_integer
+from nfnet_keras.export import int8_weights
 from nfnet_keras.export.model import ExportError, require_tensorflow_backend
 from nfnet_keras.models import folding
 from nfnet_keras.models.loading import returns_logits
@@ -55,7 +56,7 @@ from nfnet_keras.preprocessing import decode_image, eval_transform_tf, normalize
 __all__ = ["build_archive", "describe_signatures"]
 
 
-def build_archive(model, top_k=5, jit_compile=False, winograd=False):
+def build_archive(model, top_k=5, jit_compile=False, winograd=False, int8_grid=False):
     """Folds the model and defines the endpoints (see the module docstring).
 
     Args:
@@ -64,6 +65,9 @@ def build_archive(model, top_k=5, jit_compile=False, winograd=False):
             of classes).
         jit_compile: compile the folded model and softmax with XLA.
         winograd: fold the wide 3x3 convolutions into the Winograd form.
+        int8_grid: put the folded kernels on TFLite's int8 weight grid with
+            their sums kept (`nfnet_keras.export.int8_weights`): the source of
+            the int8 TFLite files, not a servable.
 
     Returns:
         `(archive, folded_model, k)`: a `keras.export.ExportArchive` ready for
@@ -74,6 +78,8 @@ def build_archive(model, top_k=5, jit_compile=False, winograd=False):
     preprocessing = model.preprocessing
     size = preprocessing.image_size
     folded = folding.fold_weight_standardization(model, winograd=winograd)
+    if int8_grid:
+        int8_weights.snap_kernels(folded)
     names = tf.constant(list(model.class_names), dtype=tf.string)
     logits = returns_logits(model)
 
