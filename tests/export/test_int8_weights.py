@@ -80,3 +80,15 @@ def test_snap_kernels_leaves_every_other_weight_unchanged():
     for key, variable in loading.model_weights(model).items():
         if key not in snapped:
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), before[key], err_msg=key)
+
+
+def test_an_all_zero_output_channel_stays_zero():
+    model = _folded_nano()
+    kernel = model.get_layer("predictions").kernel
+    value = np.asarray(keras.ops.convert_to_numpy(kernel))
+    value[:, 3] = 0.0
+    kernel.assign(value)
+    int8_weights.snap_kernels(model)
+    snapped = np.asarray(keras.ops.convert_to_numpy(kernel))
+    assert np.all(snapped[:, 3] == 0.0) and np.all(np.isfinite(snapped))
+    assert np.any(snapped[:, 2] != 0.0)
