@@ -8,8 +8,9 @@ NFNets that sum is what matters most: a weight-standardised kernel has zero
 mean over each output channel, and natural images are smooth, so a conv's
 response to a nearly flat patch is small, while the rounding error of the
 sum of its taps times the patch's mean is not. On the default `train.py`
-model, the first conv's rounding alone made most of the logits' int8 error
-(benchmarks/RESULTS.md, "int8 TFLite").
+model, the first conv's rounding alone made 65 % of the error (variance) that
+int8 weights add to the logits (benchmarks/RESULTS.md, "Where the int8
+agreement goes").
 
 `snap_kernels` puts every kernel of a (folded) model on that grid itself, with
 the same scales (each output channel keeps its largest magnitude, so the
