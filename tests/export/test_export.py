@@ -30,6 +30,7 @@ from nfnet_keras.export import int8_weights, savedmodel, versions
 from nfnet_keras.export import tflite as litert
 from nfnet_keras.export.model import ExportError, load_export_model, require_tensorflow_backend
 from nfnet_keras.models import fold_weight_standardization
+from nfnet_keras.models.layers import SymmetricMaxPool2D
 from nfnet_keras.models.loading import predict_probabilities, returns_logits
 from nfnet_keras.preprocessing import EvalPreprocessing
 from nfnet_keras.weights import loading
@@ -324,6 +325,33 @@ def test_int8_files_hold_the_kernels_on_the_int8_grid_with_their_sums_kept(expor
         ]
         assert len(weights) >= 10, flavour
         assert all(w.tobytes() in ours for w in weights), flavour
+
+
+def test_full_integer_tflite_of_the_symmetric_max_pool_keeps_the_datas_range(tmp_path):
+    # timm's NF-ResNet stem pool padded with -inf, which int8 calibration took for the minimum of the
+    # pooled tensor and of the conv before it (scale ~1e36; XNNPACK refused the file).
+    import tensorflow as tf  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = SymmetricMaxPool2D(3, strides=2, padding=1, name="stem_pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    model.export(str(tmp_path / "saved"), verbose=False)
+    images = np.random.default_rng(0).standard_normal((8, 16, 16, 3)).astype(np.float32)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "saved"))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image[None]] for image in images)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    (tmp_path / "pool.tflite").write_bytes(converter.convert())
+    interpreter = litert.load_interpreter(tmp_path / "pool.tflite")
+    interpreter.allocate_tensors()  # XNNPACK (LiteRT's default) prepares the file
+    scales = [
+        float(t["quantization_parameters"]["scales"].max())
+        for t in interpreter.get_tensor_details()
+        if "stem_pool" in t["name"] and t["dtype"] == np.int8
+    ]
+    assert scales and max(scales) < 1, scales
 
 
 # ---- bad input -----------------------------------------------------------------------

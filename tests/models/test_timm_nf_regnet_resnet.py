@@ -261,8 +261,42 @@ def torch_max_pool(x, size=3, stride=2, pad=1):
 
 
 @pytest.mark.parametrize("size", [8, 9])
-def test_stem_pool_pads_minus_infinity_on_every_side_like_pytorch(size):
+def test_stem_pool_is_pytorchs_max_pool_padded_on_every_side(size):
     # All negative: a zero-padded (or bottom/right-padded "same") pool would differ at the borders.
     x = -1.0 - np.random.default_rng(4).random((2, size, size, 3)).astype("float32")
     out = keras.ops.convert_to_numpy(SymmetricMaxPool2D(3, strides=2, padding=1)(x))
     np.testing.assert_array_equal(out, torch_max_pool(x).astype(np.float32))
+
+
+@pytest.mark.parametrize(("pool_size", "padding", "size"), [(3, 2, 9), (5, 2, 11), (5, 4, 10)])
+def test_stem_pool_matches_pytorch_for_any_padding_below_the_window(pool_size, padding, size):
+    x = -1.0 - np.random.default_rng(5).random((1, size, size, 2)).astype("float32")
+    out = keras.ops.convert_to_numpy(SymmetricMaxPool2D(pool_size, strides=2, padding=padding)(x))
+    np.testing.assert_array_equal(out, torch_max_pool(x, pool_size, 2, padding).astype(np.float32))
+
+
+def test_stem_pool_gradient_reaches_each_windows_maximum_once():
+    values = -1.0 - np.random.default_rng(6).random((1, 8, 8, 2)).astype("float32")
+    x = keras.ops.convert_to_tensor(values)
+    pool = SymmetricMaxPool2D(3, strides=2, padding=1)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # noqa: PLC0415
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = keras.ops.sum(pool(x))
+        grad = tape.gradient(total, x).numpy()
+    else:
+        import jax  # noqa: PLC0415
+
+        grad = np.asarray(jax.grad(lambda v: keras.ops.sum(pool(v)))(x))
+    # PyTorch's gradient: each output window sends 1 to the cell holding its maximum.
+    padded = np.pad(values, [(0, 0), (1, 1), (1, 1), (0, 0)], constant_values=-np.inf)
+    expected = np.zeros_like(padded)
+    for i in range(4):
+        for j in range(4):
+            for c in range(2):
+                window = padded[0, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3, c]
+                r, q = np.unravel_index(np.argmax(window), window.shape)
+                expected[0, 2 * i + r, 2 * j + q, c] += 1
+    np.testing.assert_array_equal(grad, expected[:, 1:-1, 1:-1])

@@ -281,15 +281,22 @@ class SymmetricMaxPool2D(keras.layers.Layer):
 
     timm's NF-ResNet stem pools with `nn.MaxPool2d(3, stride=2, padding=1)`.
     Keras' "same" pooling pads bottom/right only on an even input, which
-    shifts every window by one pixel; this layer pads with -inf on all sides
-    and pools "valid", so the output is `(size + 2 * padding - pool_size) //
-    strides + 1` and every window matches PyTorch's.
+    shifts every window by one pixel; this layer pads all sides and pools
+    "valid", so the output is `(size + 2 * padding - pool_size) // strides +
+    1` and every window matches PyTorch's.
+
+    The padded cells copy the edge cells next to them rather than holding
+    -inf: since `padding < pool_size`, every window that holds a padded cell
+    also holds the edge cell it copies, so no maximum (and no gradient)
+    changes, while the padded tensor keeps the data's range. That range is
+    what full-integer TFLite calibrates for the pool and the conv before it
+    (one int8 scale for both); -inf made that scale ~1e36 and the file
+    unusable.
 
     Args:
         pool_size: the square window side.
         strides: the step between windows.
-        padding: -inf cells added on each side (less than `pool_size`, so
-            every window holds a real value).
+        padding: cells added on each side (less than `pool_size`).
     """
 
     def __init__(self, pool_size=3, strides=2, padding=1, **kwargs):
@@ -301,8 +308,11 @@ class SymmetricMaxPool2D(keras.layers.Layer):
             raise ValueError(f"padding must be in [0, pool_size), got {padding} for pool_size {pool_size}")
 
     def call(self, inputs):
-        pad = [[0, 0], [self.padding] * 2, [self.padding] * 2, [0, 0]]
-        padded = ops.pad(inputs, pad, constant_values=float("-inf"))
+        padded = inputs
+        if self.padding:
+            p = self.padding
+            padded = ops.concatenate([padded[:, :1]] * p + [padded] + [padded[:, -1:]] * p, axis=1)
+            padded = ops.concatenate([padded[:, :, :1]] * p + [padded] + [padded[:, :, -1:]] * p, axis=2)
         return ops.max_pool(padded, self.pool_size, self.strides, padding="valid")
 
     def output_size(self, size):
