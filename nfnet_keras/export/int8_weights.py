@@ -19,11 +19,12 @@ each tap so that each sum is the nearest level to the float sum: over the
 spatial taps of each input and output channel of a conv whose kernel is wider
 than 1x1, over the inputs of each output channel otherwise (1x1 convs, dense
 layers). The taps nearest to half a level are the ones rounded the other way.
-The quantiser then finds exactly these integers. The float model changes by
-at most half a level per tap, as with nearest rounding; only the export's
-int8 conversions use it (`nfnet_keras.export.run`).
+The quantiser then finds exactly these integers. Each tap moves by less than
+one level (nearest rounding: at most half); only the export's int8
+conversions use the result (`nfnet_keras.export.run`).
 
-numpy only; works on any model whose weights `nfnet_keras.weights.loading.model_weights` names.
+numpy and Keras only (no TensorFlow); works on any model whose weights
+`nfnet_keras.weights.loading.model_weights` names.
 """
 
 import keras
