@@ -220,11 +220,12 @@ def main(argv=None):
             continue
         if pixels is None:  # the model's own evaluation transform of the parity images
             _, encoded = tflite.encoded_images(None, args.parity_count, split="test")
-            pixels = tflite.eval_pixels(encoded, load_model(args.model).model.preprocessing)
+            preprocessing = load_model(args.model).model.preprocessing
+            pixels = tflite.eval_pixels(encoded, preprocessing)
         compared = dict(files)
         if args.nearest:
             saved_model = glob.glob(os.path.join(out, "*", "1", "saved_model.pb"))[0]
-            calibration = tflite.representative_pixels(load_model(args.model).model.preprocessing, count=count)
+            calibration = tflite.representative_pixels(preprocessing, count=count)
             compared.update(nearest_rounded(os.path.dirname(saved_model), out, calibration))
         rows = agreement(compared, pixels)
         print(f"calibration on {count} images (export {seconds:.0f} s); export.py parity vs Keras: {parity}")

@@ -88,12 +88,9 @@ def snap_kernels(model):
     Returns:
         The weight keys changed (`nf_block_0/conv1/kernel`, ...).
     """
-    arrays, snapped = {}, []
+    snapped = []
     for key, variable in loading.model_weights(model).items():
-        value = np.asarray(keras.ops.convert_to_numpy(variable))
-        if key.endswith("/kernel") and value.ndim >= 2:
-            value = _snapped(value)
+        if key.endswith("/kernel") and len(variable.shape) >= 2:
+            variable.assign(_snapped(keras.ops.convert_to_numpy(variable)))
             snapped.append(key)
-        arrays[key] = value
-    loading.assign_weights(model, arrays, f"model '{model.name}' (int8 grid)")
     return snapped

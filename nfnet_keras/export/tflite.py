@@ -30,9 +30,8 @@ shape `[1, S, S, 3]` (the batch dimension is resizable: signature
 `export.py` converts `int8` and `int8_full` from a copy of the SavedModel
 whose kernels are already on the converter's int8 grid, each rounded so that
 its sums keep their nearest level (`nfnet_keras.export.int8_weights`; the
-converter then stores exactly those integers): on two trained default models
-that made `int8` agree with `fp32` on 99.2 % and 98.8 % of the test images
-instead of 98.8 % and 98.3 % (benchmarks/RESULTS.md). `convert` itself
+converter then stores exactly those integers; what that gains:
+benchmarks/RESULTS.md, "Where the int8 agreement goes"). `convert` itself
 converts what it is given.
 
 Calibration and parity images (`encoded_images`) come from a folder (the image
@@ -71,8 +70,7 @@ FLAVOURS = {
     "int8": "dynamic-range int8 weights, float32 input/output",
     "int8_full": "full-integer int8 weights and activations, int8 input/output",
 }
-#: The flavours with int8 weights: `export.py` converts them from a copy of the SavedModel whose
-#: kernels are already on the int8 grid, rounded with their sums kept (`nfnet_keras.export.int8_weights`).
+#: The flavours with int8 weights (converted from the int8 source; see the module docstring).
 INT8_FLAVOURS = ("int8", "int8_full")
 #: The SavedModel signature the TFLite files are converted from (float32 pixels in).
 SIGNATURE = "predict_pixels"
