@@ -100,8 +100,9 @@ _define(
     "boolean",
     "winograd",
     None,
-    "Store the wide 3x3 convolutions' kernels in Winograd's F(2x2, 3x3) form (same outputs up to float32 "
-    "rounding; faster under XLA on CPUs). Default: on for --jit_compile exports with split grouped convolutions.",
+    "Store the wide 3x3 convolutions' kernels in Winograd's form, F(4x4, 3x3) where 4x4 tiles fit their "
+    "outputs and F(2x2, 3x3) elsewhere (same outputs up to float32 rounding; faster under XLA on CPUs). "
+    "Default: on for --jit_compile exports with split grouped convolutions.",
 )
 
 

@@ -36,6 +36,9 @@ Example (the RESULTS.md table):
     PYTHONPATH=<torchvision stand-in> python benchmarks/serving.py --variant F0 --batches 1,8 --rounds 3 \
         --peer_python /path/to/torch-venv/bin/python --json_out benchmarks/results/serving_f0.jsonl
 
+The exports and the ONNX file are written once to `--cache_dir` and reused by
+later runs: empty it after changing the export code, or an old form is timed.
+
 Not a test: timings depend on the machine and its load.
 """
 

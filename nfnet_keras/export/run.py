@@ -16,6 +16,7 @@ took) and a parity table against the Keras model on real images, and returns
 the same as a dict. TensorFlow backend only.
 """
 
+import collections
 import contextlib
 import os
 import tempfile
@@ -179,6 +180,7 @@ def run(settings, print_fn=print):
             tflite_files[flavour] = os.path.join(tflite_dir, file_name)
             timings[f"TFLite {flavour}"] = time.time() - step
 
+    winograd_convs = folding.winograd_convs(folded)
     results = {
         "source": loaded.source,
         "image_size": preprocessing.image_size,
@@ -186,7 +188,9 @@ def run(settings, print_fn=print):
         "resize": preprocessing.resize,
         "grouped_conv": grouped_conv,
         "jit_compile": bool(settings["jit_compile"]),
-        "winograd_convs": len(folding.winograd_convs(folded)),
+        "winograd_convs": len(winograd_convs),
+        # Output tile size -> how many of them compute with it.
+        "winograd_tiles": dict(sorted(collections.Counter(winograd_convs.values()).items())),
         "num_classes": model.num_classes,
         "top_k": top_k,
         "version": version,
@@ -318,7 +322,8 @@ def format_summary(results):
         f"{_megabytes(results['saved_model']['bytes'])}, grouped convolutions {results['grouped_conv']} "
         f"({_GROUPED_CONV_WORDS[results['grouped_conv']]})"
         + (", XLA-compiled (needs a server with XLA's JIT)" if results["jit_compile"] else "")
-        + (f", {results['winograd_convs']} wide 3x3 convolutions by Winograd F(2x2, 3x3)"
+        + (f", {results['winograd_convs']} wide 3x3 convolutions by Winograd ("
+           + ", ".join(f"F({m}x{m}, 3x3): {n}" for m, n in results["winograd_tiles"].items()) + ")"
            if results.get("winograd_convs") else ""),
     ]
     signatures = results["saved_model"]["signatures"]

@@ -36,8 +36,9 @@ endpoint calls (decoding and resizing stay plain TF ops): faster on CPUs
 (`tf.saved_model.load`; TF Serving started with `--xla_cpu_compilation_enabled`).
 With `winograd=True` (what `export.py --jit_compile` chooses for CPU exports)
 the wide 3x3 convolutions are folded with their kernels in Winograd's
-transform domain (`fold_weight_standardization(model, winograd=True)`): about
-1.1x faster at batch 1 under XLA on a CPU, 3-4x slower without XLA.
+transform domain, with the tiles that suit their output sizes at the model's
+image size (`fold_weight_standardization(model, winograd=True, image_size=...)`):
+faster under XLA on a CPU (benchmarks/RESULTS.md), 3-4x slower without XLA.
 `describe_signatures` reads the signatures back from `saved_model.pb`.
 """
 
@@ -64,7 +65,8 @@ def build_archive(model, top_k=5, jit_compile=False, winograd=False, int8_grid=F
         top_k: number of classes in the `top_k_*` outputs (at most the number
             of classes).
         jit_compile: compile the folded model and softmax with XLA.
-        winograd: fold the wide 3x3 convolutions into the Winograd form.
+        winograd: fold the wide 3x3 convolutions into the Winograd form, for
+            the model's image size.
         int8_grid: put the folded kernels on TFLite's int8 weight grid with
             their sums kept (`nfnet_keras.export.int8_weights`): the source of
             the int8 TFLite files, not a servable.
@@ -77,7 +79,7 @@ def build_archive(model, top_k=5, jit_compile=False, winograd=False, int8_grid=F
     k = min(check_integer(top_k, "--top_k", error=ExportError), model.num_classes)
     preprocessing = model.preprocessing
     size = preprocessing.image_size
-    folded = folding.fold_weight_standardization(model, winograd=winograd)
+    folded = folding.fold_weight_standardization(model, winograd=winograd, image_size=size if winograd else None)
     if int8_grid:
         int8_weights.snap_kernels(folded)
     names = tf.constant(list(model.class_names), dtype=tf.string)

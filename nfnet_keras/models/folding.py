@@ -13,7 +13,9 @@ the same function with less work per call.
 `winograd=True` also stores the kernels of the wide 3x3 stride-1 convolutions
 of DeepMind's blocks in Winograd's transform domain (`WSConv2D(winograd=True)`,
 `nfnet_keras.models.layers.winograd`): the same function up to float32
-rounding, faster in XLA-compiled CPU servables (`export.py --jit_compile`).
+rounding, faster in XLA-compiled CPU servables (`export.py --jit_compile`). The
+tile of each conv suits its output size at the image size the copy is folded for
+(`image_size`).
 """
 
 import keras
@@ -76,7 +78,7 @@ class FoldedNormFreeBlock(NormFreeBlock):
 _FOLDED_CLASSES = {"ScaledStdConv2D": FoldedStdConv2D, "NormFreeBlock": FoldedNormFreeBlock}
 
 
-def fold_weight_standardization(model, winograd=False):
+def fold_weight_standardization(model, winograd=False, image_size=None):
     """Returns an inference copy of `model` with weight standardisation folded in.
 
     Args:
@@ -85,6 +87,11 @@ def fold_weight_standardization(model, winograd=False):
         winograd: also store the kernels of the 3x3 convs of DeepMind's blocks
             (`NFBlock`) that `winograd.winograd_applies` to in the transform
             domain (`WSConv2D(winograd=True)`); for XLA-compiled CPU servables.
+        image_size: with `winograd`, the side of the square images the folded
+            model is for: its input takes that size only, and each Winograd
+            conv gets the tile that suits its output size
+            (`winograd.winograd_tile`). Default: the model's input as it is
+            (tiles for its size where static; 2x2 tiles, any size, where not).
 
     Returns:
         A new `keras.Model` with the same layer names and outputs; its convs have
@@ -93,6 +100,8 @@ def fold_weight_standardization(model, winograd=False):
     """
     config = model.get_config()
     _to_inference_form(config, winograd)
+    if winograd and image_size is not None:
+        _fix_image_size(config, image_size)
     folded = keras.Model.from_config(config)
     arrays = {key: np.asarray(keras.ops.convert_to_numpy(v)) for key, v in loading.model_weights(model).items()}
     for prefix, conv in _convs(model):
@@ -101,15 +110,15 @@ def fold_weight_standardization(model, winograd=False):
             del arrays[f"{prefix}/gain"]
     for prefix, conv in _convs(folded):
         if getattr(conv, "winograd", False) and f"{prefix}/kernel" in arrays:  # absent: already in this form
-            filters = winograd_filters(arrays.pop(f"{prefix}/kernel"), conv.groups)
+            filters = winograd_filters(arrays.pop(f"{prefix}/kernel"), conv.groups, conv.winograd_tile)
             arrays[f"{prefix}/winograd_kernel"] = np.asarray(keras.ops.convert_to_numpy(filters))
     loading.assign_weights(folded, arrays, f"model '{model.name}' (folded)")
     return folded
 
 
 def winograd_convs(model):
-    """Weight-key prefixes (`nf_block_3/conv1b`) of the model's convs in the Winograd form."""
-    return [prefix for prefix, conv in _convs(model) if getattr(conv, "winograd", False)]
+    """The model's convs in the Winograd form: weight-key prefix (`nf_block_3/conv1b`) -> output tile size."""
+    return {prefix: conv.winograd_tile for prefix, conv in _convs(model) if getattr(conv, "winograd", False)}
 
 
 def _to_inference_form(node, winograd):
@@ -133,6 +142,21 @@ def _to_inference_form(node, winograd):
     elif isinstance(node, list):
         for value in node:
             _to_inference_form(value, winograd)
+
+
+def _fix_image_size(config, image_size):
+    """Sets the image input of a functional config to `image_size` x `image_size`.
+
+    The layers' recorded build shapes are dropped, so that each layer builds
+    for the shape it is called with.
+    """
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    for layer in config["layers"]:
+        layer.pop("build_config", None)
+        if layer["class_name"] == "InputLayer":
+            batch, _, _, channels = layer["config"]["batch_shape"]
+            layer["config"]["batch_shape"] = (batch, image_size, image_size, channels)
 
 
 def _convs(model):

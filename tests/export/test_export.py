@@ -503,7 +503,11 @@ def test_jit_compile_export_on_a_cpu_stores_winograd_kernels_unless_told_not_to(
     settings = _settings(wide_run_dir, tmp_path, ema=False, jit_compile=True, winograd=winograd, grouped_conv="split")
     results = export_lib.run(settings, print_fn=lambda line: None)
     assert results["winograd_convs"] == (5 if winograd is None else 0)  # conv1 of stage 1 and every conv1b
-    assert ("5 wide 3x3 convolutions by Winograd" in "\n".join(export_lib.format_summary(results))) is (winograd is None)
+    # At 32 px stage 1's outputs are 8 px wide, whole 4x4 tiles; the later stages' are 4, 2 and 1.
+    assert results["winograd_tiles"] == ({4: 2, 2: 3} if winograd is None else {})
+    summary = "\n".join(export_lib.format_summary(results))
+    expected = "5 wide 3x3 convolutions by Winograd (F(2x2, 3x3): 3, F(4x4, 3x3): 2)"
+    assert (expected in summary) is (winograd is None)
     served = tf.saved_model.load(results["saved_model"]["path"]).signatures["predict_pixels"](pixels=reference["pixels"])
     np.testing.assert_allclose(served["probabilities"].numpy(), reference["raw"], atol=1e-5)
 

@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 import nfnet_keras
-from nfnet_keras.models.folding import FoldedNormFreeBlock, FoldedStdConv2D, fold_weight_standardization
+from nfnet_keras.models.folding import (
+    FoldedNormFreeBlock,
+    FoldedStdConv2D,
+    fold_weight_standardization,
+    winograd_convs,
+)
 from nfnet_keras.models.timm_nfnet import TimmNFNet
 from nfnet_keras.weights import loading
 
@@ -83,16 +88,45 @@ def test_winograd_folding_stores_the_stride_1_3x3_kernels_transformed():
     assert "nf_block_1/conv1/kernel" in keys
 
 
+def _winograd_tiles(model):
+    return list(winograd_convs(model).values())
+
+
+def test_winograd_folding_for_an_image_size_fixes_the_input_and_takes_4x4_tiles_where_they_fit():
+    model = _perturbed_wide_nano()
+    folded = fold_weight_standardization(model, winograd=True, image_size=64)
+    assert folded.input_shape == (None, 64, 64, 3)
+    # Outputs 16, 16, 8, 4 and 2 px wide: 4x4 tiles fit the first three.
+    assert _winograd_tiles(folded) == [4, 4, 4, 2, 2]
+    x = np.random.default_rng(1).standard_normal((2, 64, 64, 3)).astype(np.float32)
+    assert relative_error(folded(x, training=False), np.asarray(model(x, training=False))) <= 1e-5
+
+
+def test_winograd_folding_without_an_image_size_takes_2x2_tiles_for_a_dynamic_input():
+    folded = fold_weight_standardization(_perturbed_wide_nano(), winograd=True)
+    assert folded.input_shape == (None, None, None, 3)
+    assert set(_winograd_tiles(folded)) == {2}
+
+
+@pytest.mark.parametrize("image_size", [0, 64.0, True])
+def test_winograd_folding_refuses_an_image_size_that_is_not_a_positive_integer(image_size):
+    with pytest.raises(ValueError, match="image_size must be a positive integer"):
+        fold_weight_standardization(_perturbed_wide_nano(), winograd=True, image_size=image_size)
+
+
 def test_winograd_folding_leaves_narrow_groups_direct():
     folded = fold_weight_standardization(_perturbed_nano(), winograd=True)
     assert not any(key.endswith("winograd_kernel") for key in loading.model_weights(folded))
 
 
-def test_winograd_folded_model_round_trips_through_keras_saving(tmp_path):
-    folded = fold_weight_standardization(_perturbed_wide_nano(include_top=False, pooling="avg"), winograd=True)
+@pytest.mark.parametrize("image_size", [None, 32])
+def test_winograd_folded_model_round_trips_through_keras_saving(tmp_path, image_size):
+    model = _perturbed_wide_nano(include_top=False, pooling="avg")
+    folded = fold_weight_standardization(model, winograd=True, image_size=image_size)
     path = str(tmp_path / "folded.keras")
     folded.save(path)
     reloaded = keras.saving.load_model(path)
+    assert _winograd_tiles(reloaded) == _winograd_tiles(folded)
     x = np.random.default_rng(2).standard_normal((2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(reloaded(x)), np.asarray(folded(x)))
 

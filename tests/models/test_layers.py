@@ -387,11 +387,19 @@ def test_wsconv_winograd_form_refuses_groups_narrower_than_128_channels():
 
 def test_wsconv_winograd_form_stores_its_kernel_transformed_and_keeps_the_config():
     layer = WSConv2D(256, 3, groups=2, standardize=False, winograd=True)
-    layer.build((None, 8, 8, 256))
+    layer.build((None, 6, 6, 256))
     assert [v.path.split("/")[-1] for v in layer.weights] == ["winograd_kernel", "bias"]
     assert tuple(layer.winograd_kernel.shape) == (32, 128, 128)
     assert layer.fan_in == 9 * 128
     assert WSConv2D.from_config(layer.get_config()).winograd
+
+
+@pytest.mark.parametrize("size, tile", [((8, 8), 4), ((16, 12), 4), ((6, 6), 2), ((None, None), 2)])
+def test_wsconv_winograd_form_takes_the_tile_of_the_size_it_is_built_for(size, tile):
+    layer = WSConv2D(256, 3, groups=2, standardize=False, winograd=True)
+    layer.build((None, *size, 256))
+    assert layer.winograd_tile == tile
+    assert tuple(layer.winograd_kernel.shape) == ((tile + 2) ** 2 * 2, 128, 128)
 
 
 # --------------------------------------------------------------------------------------

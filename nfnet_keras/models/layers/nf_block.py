@@ -197,16 +197,18 @@ class NFBlock(keras.layers.Layer):
         self.skip_gain = self.add_weight(
             name="skip_gain", shape=(), initializer=keras.initializers.Constant(self.skip_gain_init)
         )
-        batch = input_shape[0]
-        self.conv0.build((batch, None, None, self.in_channels))
-        self.conv1.build((batch, None, None, self.mid_channels))
+        # Spatial sizes too: the Winograd form picks its tile from them.
+        batch, height, width = input_shape[:3]
+        strided = tuple(None if side is None else -(-side // self.stride) for side in (height, width))
+        self.conv0.build((batch, height, width, self.in_channels))
+        self.conv1.build((batch, height, width, self.mid_channels))
         if self.conv1b is not None:
-            self.conv1b.build((batch, None, None, self.mid_channels))
-        self.conv2.build((batch, None, None, self.mid_channels))
+            self.conv1b.build((batch, *strided, self.mid_channels))
+        self.conv2.build((batch, *strided, self.mid_channels))
         if self.conv_shortcut is not None:
-            self.conv_shortcut.build((batch, None, None, self.in_channels))
+            self.conv_shortcut.build((batch, *(strided if self.pool is not None else (height, width)), self.in_channels))
         if self.squeeze_excite is not None:
-            self.squeeze_excite.build((batch, None, None, self.squeeze_excite.channels))
+            self.squeeze_excite.build((batch, *strided, self.squeeze_excite.channels))
 
     def residual_and_shortcut(self, inputs):
         """Returns `(branch, shortcut)`: the branch (conv2 output, gated) before stochastic depth and skip gain."""

@@ -8,7 +8,12 @@ import os
 import keras
 from keras import ops
 
-from nfnet_keras.models.layers.winograd import MIN_CHANNELS_PER_GROUP, winograd_applies, winograd_conv3x3
+from nfnet_keras.models.layers.winograd import (
+    MIN_CHANNELS_PER_GROUP,
+    winograd_applies,
+    winograd_conv3x3,
+    winograd_tile,
+)
 
 GROUPED_CONV_MODES = ("auto", "native", "split")
 
@@ -144,8 +149,9 @@ class WSConv2D(StandardizedConv2D):
         winograd: with `standardize=False`, the folded form of a 3x3 stride-1
             convolution with groups of at least `MIN_CHANNELS_PER_GROUP` input
             channels, its kernel stored in Winograd's transform domain
-            (`winograd_kernel`, `[16 * groups, in/groups, filters/groups]`) and
-            computed by F(2x2, 3x3): faster under XLA on CPUs
+            (`winograd_kernel`, `[(m + 2)^2 * groups, in/groups, filters/groups]`)
+            and computed by F(m x m, 3x3), m = `winograd_tile` of the image
+            size it is built for (2 where not static): faster under XLA on CPUs
             (`nfnet_keras.models.layers.winograd`). `fold_weight_standardization(model,
             winograd=True)` builds it.
         kernel_initializer, bias_initializer, gain_initializer: initialisers.
@@ -173,17 +179,25 @@ class WSConv2D(StandardizedConv2D):
         self.add_bias()
 
     def add_winograd_kernel(self, input_shape):
-        """Adds `winograd_kernel`, the folded kernel in the transform domain (`winograd.winograd_filters`)."""
+        """Adds `winograd_kernel`, the folded kernel in the transform domain (`winograd.winograd_filters`).
+
+        Also sets `winograd_tile`, the output tile size m of F(m x m, 3x3) for
+        the image size in `input_shape` (`winograd.winograd_tile`; 2 where the
+        size is not static).
+        """
         per_group = self.channels_per_group(input_shape)
         if not winograd_applies(self.kernel_size, self.strides, per_group):
             raise ValueError(
                 f"{self.name}: winograd=True needs groups of at least {MIN_CHANNELS_PER_GROUP} input channels, "
                 f"got {per_group} channels in each of {self.groups} groups"
             )
+        height, width = input_shape[1:3]
+        # 2x2 tiles fit any size: the choice for a size known only at call time.
+        self.winograd_tile = 2 if None in (height, width) else winograd_tile(height, width)
         self.kernel = None
         self.winograd_kernel = self.add_weight(
             name="winograd_kernel",
-            shape=(16 * self.groups, per_group, self.filters // self.groups),
+            shape=((self.winograd_tile + 2) ** 2 * self.groups, per_group, self.filters // self.groups),
             initializer="zeros",  # always assigned from a folded kernel
             autocast=True,
         )
