@@ -6,8 +6,8 @@ calls each; medians and same-round ratios):
 
     --layers  one 3x3 stride-1 layer per shape (side, channels, groups; groups
               of 128 as in NFNet-F0), followed by a scaled GELU as in the
-              model, kernels stored as variables: direct (one convolution per
-              group), F(2x2, 3x3) and F(4x4, 3x3);
+              model, kernels stored as variables: direct (`conv2d_same`, one
+              convolution per group on a CPU), F(2x2, 3x3) and F(4x4, 3x3);
     --model   a folded NFNet variant (random weights, biases and gains
               perturbed) at its test size: direct, Winograd with 2x2 tiles
               everywhere (what folding gives a model whose input size is not
@@ -89,15 +89,15 @@ def layer_forms(kernel, groups):
     from keras import ops  # noqa: PLC0415
 
     from nfnet_keras.models.layers.winograd import winograd_conv3x3, winograd_filters  # noqa: PLC0415
+    from nfnet_keras.models.layers.ws_conv import conv2d_same  # noqa: PLC0415
 
-    direct_kernels = [tf.Variable(k) for k in np.split(kernel, groups, axis=-1)]
+    direct_kernel = tf.Variable(kernel)
 
     def act(y):
         return ops.gelu(y, approximate=True) * 1.7
 
-    def direct(x):
-        xs = tf.split(x, groups, axis=-1)
-        return act(tf.concat([tf.nn.conv2d(a, k, 1, "SAME") for a, k in zip(xs, direct_kernels, strict=True)], -1))
+    def direct(x):  # the folded model's direct form: one convolution per group on a CPU
+        return act(conv2d_same(x, direct_kernel, 1, groups))
 
     def winograd(filters):
         return lambda x: act(winograd_conv3x3(x, filters, groups))

@@ -79,7 +79,7 @@ def build_archive(model, top_k=5, jit_compile=False, winograd=False, int8_grid=F
     k = min(check_integer(top_k, "--top_k", error=ExportError), model.num_classes)
     preprocessing = model.preprocessing
     size = preprocessing.image_size
-    folded = folding.fold_weight_standardization(model, winograd=winograd, image_size=size if winograd else None)
+    folded = folding.fold_weight_standardization(model, winograd=winograd, image_size=size)
     if int8_grid:
         int8_weights.snap_kernels(folded)
     names = tf.constant(list(model.class_names), dtype=tf.string)

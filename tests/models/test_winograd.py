@@ -68,7 +68,7 @@ def test_winograd_tile_is_four_for_outputs_of_whole_4x4_tiles_at_least_8_wide(si
     assert winograd_tile(*size) == 4
 
 
-@pytest.mark.parametrize("size", [(4, 4), (6, 6), (10, 10), (14, 16), (7, 9)])
+@pytest.mark.parametrize("size", [(4, 4), (6, 6), (10, 10), (14, 16), (7, 9), (None, None), (None, 16)])
 def test_winograd_tile_is_two_for_small_outputs_and_outputs_that_4x4_tiles_overhang(size):
     assert winograd_tile(*size) == 2
 

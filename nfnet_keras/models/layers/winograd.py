@@ -90,14 +90,16 @@ def winograd_tile(height, width):
     """The output tile size for a `height` x `width` output: 4 where it fits, else 2.
 
     F(4x4, 3x3) where both sides are multiples of 4 (no padded tiles) and at
-    least 8. Measured under XLA on 2 AVX-512 CPU cores at batch 1, groups of
-    128 channels, against F(2x2, 3x3) (`benchmarks/winograd_tiles.py`): 1.2-1.8x
-    as fast for 12x12 to 64x64 outputs, 0.83-0.96x at 8x8 (1.56-1.74x at batch
-    8), and 0.58-0.85x on 6x6 and 10x10, whose 4x4 tiles overhang.
+    least 8; F(2x2, 3x3) elsewhere, and where a side is None (known only when
+    called: 2x2 tiles fit any size). Measured under XLA on 2 AVX-512 CPU cores
+    at batch 1, groups of 128 channels, against F(2x2, 3x3)
+    (`benchmarks/winograd_tiles.py`): 1.2-1.8x as fast for 12x12 to 64x64
+    outputs, 0.83-0.96x at 8x8 (1.56-1.74x at batch 8), and 0.58-0.85x on 6x6
+    and 10x10, whose 4x4 tiles overhang.
     """
-    if height % 4 == 0 and width % 4 == 0 and min(height, width) >= 8:
-        return 4
-    return 2
+    if None in (height, width) or height % 4 or width % 4 or min(height, width) < 8:
+        return 2
+    return 4
 
 
 def winograd_filters(kernel, groups=1, tile=2):

@@ -191,9 +191,7 @@ class WSConv2D(StandardizedConv2D):
                 f"{self.name}: winograd=True needs groups of at least {MIN_CHANNELS_PER_GROUP} input channels, "
                 f"got {per_group} channels in each of {self.groups} groups"
             )
-        height, width = input_shape[1:3]
-        # 2x2 tiles fit any size: the choice for a size known only at call time.
-        self.winograd_tile = 2 if None in (height, width) else winograd_tile(height, width)
+        self.winograd_tile = winograd_tile(*input_shape[1:3])
         self.kernel = None
         self.winograd_kernel = self.add_weight(
             name="winograd_kernel",
