@@ -10,7 +10,9 @@ one process:
   them (its table is printed too). A disagreement where the file's two largest
   outputs are equal (an int8 output has 256 levels) is counted as a tie;
   disagreements are also counted by how close fp32's top two classes are (its
-  logit margin). With `--nearest` (the default) the same for `int8` and
+  logit margin). The row "fp32, int8 output" is fp32's probabilities rounded
+  to `int8_full`'s output levels alone: the agreement that file's output
+  resolution allows. With `--nearest` (the default) the same for `int8` and
   `int8_full` converted from the exported SavedModel, whose kernels the
   converter rounds to the nearest int8 level: the comparison for
   `export.py`'s own files, whose kernels are on that grid with their sums kept
@@ -99,11 +101,38 @@ def nearest_rounded(saved_model_dir, output_dir, pixels):
     return files
 
 
+#: The row of `reference`'s probabilities rounded to `int8_full`'s output levels and nothing else.
+OUTPUT_ROUNDING = "fp32, int8 output"
+
+
+def rounded_to_output(probabilities, path):
+    """`probabilities` rounded to the levels of the output of the `.tflite` file at `path`.
+
+    An `int8_full` file's probabilities have 256 levels (scale 1/256): two
+    classes closer than a level tie, so this is the agreement that file could
+    reach if everything before its output were exact.
+    """
+    from nfnet_keras.export import tflite  # noqa: PLC0415
+
+    detail = tflite.load_interpreter(path).get_output_details()[0]
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    levels = np.clip(np.round(probabilities / scale) + zero_point, info.min, info.max)
+    return ((levels - zero_point) * scale).astype(np.float32)
+
+
 def agreement(files, pixels, reference="fp32"):
-    """Each file against `reference`: top-1 agreement, ties, errors, disagreements by the reference's margin."""
+    """Each file against `reference`: top-1 agreement, ties, errors, disagreements by the reference's margin.
+
+    With an `int8_full` file, also the row `OUTPUT_ROUNDING`: the reference's
+    own probabilities rounded to that file's output levels (the ceiling its
+    output resolution sets).
+    """
     from nfnet_keras.export import tflite  # noqa: PLC0415
 
     outputs = {name: tflite.run(path, pixels, batch_size=50) for name, path in files.items()}
+    if "int8_full" in files:
+        outputs[OUTPUT_ROUNDING] = rounded_to_output(outputs[reference], files["int8_full"])
     truth = np.argmax(outputs[reference], -1)
     top_two = np.sort(outputs[reference], -1)[:, -2:]
     margin = np.log(top_two[:, 1]) - np.log(np.maximum(top_two[:, 0], 1e-30))
@@ -169,7 +198,7 @@ def speed(files, image_shape, batches, threads, rounds, seconds):
                     times[(name, b, t)].append(time_invokes(interpreters[(name, b, t)], seconds))
     rows = []
     for (name, b, t), ms in times.items():
-        ratios = [f / m for f, m in zip(times[("fp32", b, t)], ms)]
+        ratios = [f / m for f, m in zip(times[("fp32", b, t)], ms, strict=True)]
         median = statistics.median(ms)
         rows.append({
             "flavour": name, "batch": b, "threads": t, "ms_per_invoke": median,
@@ -236,7 +265,8 @@ def main(argv=None):
                   f"({row['disagreements']} differ, {row['of_which_ties']} of them ties; by margin "
                   f"{row['disagreements_by_margin']}); |p - p_fp32| max {row['max_abs_diff']:.3g}, "
                   f"RMS {row['rms_diff']:.3g}")
-            records.append({"benchmark": "tflite_int8_agreement", "representative_count": count, "flavour": name,
+            records.append({"benchmark": "tflite_int8_agreement", "model": args.model,
+                            "representative_count": count, "flavour": name,
                             "images": len(pixels), "image_size": int(size), **row,
                             "export_parity_vs_keras": parity.get(f"TFLite {name}")})
 
