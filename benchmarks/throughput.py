@@ -169,6 +169,29 @@ def peak_rss_mb():
 # --------------------------------------------------------------------------- keras worker
 
 
+def compile_for_training(model, optimizer, jit_compile="auto"):
+    """Compiles `model` with the benchmarks' training step (the `timm_worker` steps match it).
+
+    Args:
+        optimizer: `"nfnet_sgd"` (the paper's step: `NFNetSGD` with AGC 0.01,
+            Nesterov momentum and EMA) or `"sgd"` (Keras' Nesterov SGD).
+        jit_compile: as for `Model.compile`.
+    """
+    import keras  # noqa: PLC0415
+
+    import nfnet_keras.training  # noqa: PLC0415
+
+    if optimizer == "nfnet_sgd":
+        optimizer = nfnet_keras.training.NFNetSGD(learning_rate=0.1, clipping=0.01, ema_decay=0.99999)
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
+        jit_compile=jit_compile,
+    )
+
+
 def keras_worker(cfg):
     os.environ["KERAS_BACKEND"] = cfg["backend"]
     os.environ["NFNET_GROUPED_CONV"] = cfg["grouped_conv"]
@@ -178,7 +201,6 @@ def keras_worker(cfg):
 
     sys.path.insert(0, ROOT)
     import nfnet_keras
-    import nfnet_keras.training
     from nfnet_keras.models.layers import ws_conv
 
     backend = keras.backend.backend()
@@ -210,15 +232,7 @@ def keras_worker(cfg):
 
     else:
         y = keras.ops.convert_to_tensor(np.eye(classes, dtype="float32")[np.arange(batch) % classes])
-        if cfg["optimizer"] == "nfnet_sgd":
-            optimizer = nfnet_keras.training.NFNetSGD(learning_rate=0.1, clipping=0.01, ema_decay=0.99999)
-        else:
-            optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
-            jit_compile="auto" if cfg["jit"] is None else cfg["jit"],
-        )
+        compile_for_training(model, cfg["optimizer"], "auto" if cfg["jit"] is None else cfg["jit"])
 
         def step():
             return model.train_on_batch(x, y)

@@ -1,7 +1,7 @@
 """Where a training step spends its time on TensorFlow: op seconds by kind of work, and by op type.
 
-Builds a model as `throughput.py --mode train` does (random inputs, label
-smoothing 0.1, `NFNetSGD` with AGC and EMA or Keras' Nesterov SGD), warms up,
+Builds a model and its training step as `throughput.py --mode train` does
+(random inputs, `throughput.compile_for_training`), warms up,
 times a few plain `train_on_batch` steps, then records `--steps` more with
 TensorFlow's profiler and sums each op's execution time (its own events in
 the profile; ops of the inter-op pool can overlap, so the sum is compared with
@@ -41,6 +41,7 @@ for path in (ROOT, os.path.dirname(os.path.abspath(__file__))):
         sys.path.insert(0, path)
 
 import tf_allocator  # noqa: E402
+import throughput  # noqa: E402
 
 KINDS = ("convolutions", "grouped-conv split/concat", "weight standardisation", "activations",
          "squeeze-excite", "optimizer", "other")
@@ -103,7 +104,6 @@ def main(argv=None):
     import tensorflow as tf  # noqa: PLC0415
 
     import nfnet_keras  # noqa: PLC0415
-    import nfnet_keras.training  # noqa: PLC0415
 
     keras.utils.set_random_seed(0)
     size, batch = args.image_size, args.batch_size
@@ -113,12 +113,7 @@ def main(argv=None):
     x = tf.constant(rng.normal(size=(batch, size, size, 3)).astype("float32"))
     classes = model.output_shape[-1]
     y = tf.constant(np.eye(classes, dtype="float32")[np.arange(batch) % classes])
-    if args.optimizer == "nfnet_sgd":
-        optimizer = nfnet_keras.training.NFNetSGD(learning_rate=0.1, clipping=0.01, ema_decay=0.99999)
-    else:
-        optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1))
+    throughput.compile_for_training(model, args.optimizer)
     for _ in range(args.warmup):
         model.train_on_batch(x, y)
     plain = []
@@ -137,7 +132,7 @@ def main(argv=None):
         seconds = op_seconds(logdir, args.steps)
 
     # The optimizer's ops are named after the optimizer (`nf_net_sgd/...`, `SGD/...`).
-    optimizer_scope = optimizer.name
+    optimizer_scope = model.optimizer.name
     by_kind, by_type, counts = collections.Counter(), collections.Counter(), collections.Counter()
     for (scope, op_type), s in seconds.items():
         by_kind[kind_of(scope, op_type, optimizer_scope)] += s
