@@ -12,7 +12,8 @@ one process:
   disagreements are also counted by how close fp32's top two classes are (its
   logit margin). The row "fp32, int8 output" is fp32's probabilities rounded
   to `int8_full`'s output levels alone: the agreement that file's output
-  resolution allows. With `--nearest` (the default) the same for `int8` and
+  resolution allows (with the number of images whose fp32 top two are
+  closer than one level). With `--nearest` (the default) the same for `int8` and
   `int8_full` converted from the exported SavedModel, whose kernels the
   converter rounds to the nearest int8 level: the comparison for
   `export.py`'s own files, whose kernels are on that grid with their sums kept
@@ -105,36 +106,26 @@ def nearest_rounded(saved_model_dir, output_dir, pixels):
 OUTPUT_ROUNDING = "fp32, int8 output"
 
 
-def rounded_to_output(probabilities, path):
-    """`probabilities` rounded to the levels of the output of the `.tflite` file at `path`.
-
-    An `int8_full` file's probabilities have 256 levels (scale 1/256): two
-    classes closer than a level tie, so this is the agreement that file could
-    reach if everything before its output were exact.
-    """
-    from nfnet_keras.export import tflite  # noqa: PLC0415
-
-    detail = tflite.load_interpreter(path).get_output_details()[0]
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(detail["dtype"])
-    levels = np.clip(np.round(probabilities / scale) + zero_point, info.min, info.max)
-    return ((levels - zero_point) * scale).astype(np.float32)
-
-
 def agreement(files, pixels, reference="fp32"):
     """Each file against `reference`: top-1 agreement, ties, errors, disagreements by the reference's margin.
 
     With an `int8_full` file, also the row `OUTPUT_ROUNDING`: the reference's
-    own probabilities rounded to that file's output levels (the ceiling its
-    output resolution sets).
+    own probabilities rounded to that file's output levels (256, scale 1/256),
+    and nothing else. Two classes closer than a level tie there, so this is
+    the agreement the file could reach if everything before its output were
+    exact; the row also counts the images whose reference top two are closer
+    than one level (`top_two_within_one_level`).
     """
     from nfnet_keras.export import tflite  # noqa: PLC0415
 
     outputs = {name: tflite.run(path, pixels, batch_size=50) for name, path in files.items()}
-    if "int8_full" in files:
-        outputs[OUTPUT_ROUNDING] = rounded_to_output(outputs[reference], files["int8_full"])
-    truth = np.argmax(outputs[reference], -1)
     top_two = np.sort(outputs[reference], -1)[:, -2:]
+    within_one_level = None
+    if "int8_full" in files:
+        detail = tflite.load_interpreter(files["int8_full"]).get_output_details()[0]
+        outputs[OUTPUT_ROUNDING] = tflite.dequantize(tflite.quantize(outputs[reference], detail), detail)
+        within_one_level = int(np.sum(top_two[:, 1] - top_two[:, 0] < detail["quantization"][0]))
+    truth = np.argmax(outputs[reference], -1)
     margin = np.log(top_two[:, 1]) - np.log(np.maximum(top_two[:, 0], 1e-30))
     buckets = list(zip(MARGIN_EDGES[:-1], MARGIN_EDGES[1:], strict=True))
     rows = {}
@@ -153,6 +144,8 @@ def agreement(files, pixels, reference="fp32"):
             "disagreements_by_margin": [int(np.sum(differ & (margin >= lo) & (margin < hi))) for lo, hi in buckets],
             "images_by_margin": [int(np.sum((margin >= lo) & (margin < hi))) for lo, hi in buckets],
         }
+    if within_one_level is not None:
+        rows[OUTPUT_ROUNDING]["top_two_within_one_level"] = within_one_level
     return rows
 
 
@@ -165,10 +158,7 @@ def _interpreter(path, batch, threads, image_shape):
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
     data = np.random.default_rng(0).uniform(0, 255, (batch, *image_shape)).astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    if np.dtype(detail["dtype"]).kind != "f":
-        data = np.clip(np.round(data / scale) + zero_point, -128, 127)
-    interpreter.set_tensor(detail["index"], data.astype(detail["dtype"]))
+    interpreter.set_tensor(detail["index"], tflite.quantize(data, detail))
     return interpreter
 
 
@@ -265,6 +255,9 @@ def main(argv=None):
                   f"({row['disagreements']} differ, {row['of_which_ties']} of them ties; by margin "
                   f"{row['disagreements_by_margin']}); |p - p_fp32| max {row['max_abs_diff']:.3g}, "
                   f"RMS {row['rms_diff']:.3g}")
+            if "top_two_within_one_level" in row:
+                print(f"  {'':>19s}  images whose fp32 top two are within one int8 output level: "
+                      f"{row['top_two_within_one_level']}")
             records.append({"benchmark": "tflite_int8_agreement", "model": args.model,
                             "representative_count": count, "flavour": name,
                             "images": len(pixels), "image_size": int(size), **row,

@@ -55,7 +55,7 @@ def kind_of(scope, op_type, optimizer_scope):
     if "Conv2D" in op_type:
         return "convolutions"
     layers = scope.split("/")
-    if any(re.search(r"squeeze_excite", layer) for layer in layers):
+    if any("squeeze_excite" in layer for layer in layers):
         return "squeeze-excite"
     if any(re.match(r"(stem_)?act\d*(_\d+)?$", layer) for layer in layers):
         return "activations"
@@ -114,13 +114,7 @@ def main(argv=None):
     classes = model.output_shape[-1]
     y = tf.constant(np.eye(classes, dtype="float32")[np.arange(batch) % classes])
     throughput.compile_for_training(model, args.optimizer)
-    for _ in range(args.warmup):
-        model.train_on_batch(x, y)
-    plain = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        plain.append(time.perf_counter() - start)
+    plain = throughput.time_steps(lambda: model.train_on_batch(x, y), args.warmup, args.steps, lambda out: out)
 
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)

@@ -83,6 +83,13 @@ def summary(times, label, errors):
                       "max_error_of_scale": errors}), flush=True)
 
 
+def errors_of_scale(functions, x):
+    """Each form's largest difference from `functions["direct"]` on `x`, over the direct output's largest value."""
+    expected = np.asarray(functions["direct"](x))
+    return {name: float(np.abs(np.asarray(fn(x)) - expected).max() / np.abs(expected).max())
+            for name, fn in functions.items() if name != "direct"}
+
+
 def layer_forms(kernel, groups):
     """The layer (a 3x3 convolution and a scaled GELU) as direct, F(2x2, 3x3) and F(4x4, 3x3) XLA functions."""
     import tensorflow as tf  # noqa: PLC0415
@@ -117,11 +124,8 @@ def time_layers(args):
         x = tf.constant(rng.standard_normal((args.batch_size, side, side, channels)).astype("float32"))
         kernel = rng.standard_normal((3, 3, channels // groups, channels)).astype("float32") * 0.05
         functions = layer_forms(kernel, groups)
-        expected = np.asarray(functions["direct"](x))
-        errors = {name: float(np.abs(np.asarray(fn(x)) - expected).max() / np.abs(expected).max())
-                  for name, fn in functions.items() if name != "direct"}
         label = {"side": side, "channels": channels, "groups": groups, "batch": args.batch_size}
-        summary(alternate(functions, x, args.rounds, args.calls, label), label, errors)
+        summary(alternate(functions, x, args.rounds, args.calls, label), label, errors_of_scale(functions, x))
 
 
 def time_model(args):
@@ -131,9 +135,9 @@ def time_model(args):
     from nfnet_keras.models import fold_weight_standardization  # noqa: PLC0415
     from nfnet_keras.models.folding import winograd_convs  # noqa: PLC0415
 
-    size = nfnet_keras.create_model(args.model, weights=None).preprocessing.image_size
     # A dynamic input size, so that folding without an image size keeps 2x2 tiles everywhere.
     model = nfnet_keras.create_model(args.model, weights=None, input_shape=(None, None, 3))
+    size = model.preprocessing.image_size  # the variant's test size
     rng = np.random.default_rng(0)
     for v in model.weights:  # random weights with zero-initialised parts made nonzero
         if v.path.endswith(("gain", "bias")) or v.path.startswith("predictions"):
@@ -147,11 +151,8 @@ def time_model(args):
     x = tf.constant(rng.uniform(-2, 2, (args.batch_size, size, size, 3)).astype("float32"))
     functions = {name: tf.function(lambda x, m=m: m(x, training=False), jit_compile=True)
                  for name, m in folded.items()}
-    expected = np.asarray(functions["direct"](x))
-    errors = {name: float(np.abs(np.asarray(fn(x)) - expected).max() / np.abs(expected).max())
-              for name, fn in functions.items() if name != "direct"}
     label = {"model": args.model, "size": size, "batch": args.batch_size, "tiles": tiles}
-    summary(alternate(functions, x, args.rounds, args.calls, label), label, errors)
+    summary(alternate(functions, x, args.rounds, args.calls, label), label, errors_of_scale(functions, x))
 
 
 def main(argv=None):

@@ -58,6 +58,8 @@ __all__ = [
     "representative_pixels",
     "eval_pixels",
     "load_interpreter",
+    "quantize",
+    "dequantize",
     "run",
     "describe",
     "format_details",
@@ -204,7 +206,12 @@ def load_interpreter(path, num_threads=None):
     return Interpreter(model_path=os.fspath(path), num_threads=num_threads)
 
 
-def _quantize(x, detail):
+def quantize(x, detail):
+    """Float `x` as the tensor of `detail` (an interpreter's tensor details) takes it.
+
+    `round(x / scale) + zero_point`, clipped to the integer type, for a
+    quantised tensor; a cast for a float one.
+    """
     scale, zero_point = detail["quantization"]
     dtype = np.dtype(detail["dtype"])
     if dtype.kind == "f" or scale == 0:
@@ -213,7 +220,8 @@ def _quantize(x, detail):
     return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
 
 
-def _dequantize(q, detail):
+def dequantize(q, detail):
+    """The float32 values of `q`, a tensor of `detail`: `(q - zero_point) * scale` where quantised."""
     scale, zero_point = detail["quantization"]
     if np.dtype(detail["dtype"]).kind == "f" or scale == 0:
         return q.astype(np.float32)
@@ -244,10 +252,10 @@ def run(path, pixels, batch_size=16, num_threads=None):
             interpreter.allocate_tensors()
             current = len(chunk)
         detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], _quantize(chunk, detail))
+        interpreter.set_tensor(detail["index"], quantize(chunk, detail))
         interpreter.invoke()
         output_detail = interpreter.get_output_details()[0]
-        outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_detail))
+        outputs.append(dequantize(interpreter.get_tensor(output_detail["index"]), output_detail))
     return np.concatenate(outputs, axis=0)
 
 

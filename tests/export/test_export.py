@@ -369,6 +369,19 @@ def _settings(run_dir, tmp_path, **overrides):
     return settings
 
 
+def test_quantize_rounds_to_the_tensors_levels_and_dequantize_reads_them_back():
+    # An int8_full output: probabilities in steps of 1/256 from -128.
+    detail = {"quantization": (1 / 256, -128), "dtype": np.int8}
+    q = litert.quantize(np.array([0.0, 0.3, 0.30001, 1.0, 2.0], np.float32), detail)
+    assert q.dtype == np.int8
+    assert q.tolist() == [-128, -51, -51, 127, 127]  # 0.3 * 256 = 76.8 -> 77; clipped at 127
+    np.testing.assert_allclose(litert.dequantize(q, detail), [0.0, 77 / 256, 77 / 256, 255 / 256, 255 / 256])
+    float_detail = {"quantization": (0.0, 0), "dtype": np.float32}
+    x = np.array([0.25, -1.5], np.float64)
+    assert litert.quantize(x, float_detail).dtype == np.float32
+    np.testing.assert_array_equal(litert.dequantize(litert.quantize(x, float_detail), float_detail), x)
+
+
 def test_unknown_tflite_format_is_refused_before_anything_is_written(run_dir, tmp_path):
     with pytest.raises(ExportError, match=r"unknown TFLite format\(s\) \['fp64'\].*fp32, fp16, int8, int8_full"):
         export_lib.run(_settings(run_dir, tmp_path, tflite=["fp32", "fp64"]))
